@@ -118,7 +118,9 @@ def sosfilt(sos: np.ndarray, x: np.ndarray, zi: np.ndarray | None = None):
         raise ValueError(f"sos must have shape (n_sections, 6), got {s.shape}")
     xa = np.asarray(x)
     if xa.dtype != np.float64 and xa.dtype != np.float32:
-        xa = as_signal(xa)
+        if xa.dtype.kind not in "iu":
+            raise ValueError(f"x must be a real numeric array, got dtype {xa.dtype}")
+        xa = xa.astype(np.float64)
     one_d = xa.ndim == 1
     if one_d:
         xa = xa.reshape(-1, 1)

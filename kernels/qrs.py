@@ -253,14 +253,27 @@ def _decide(e, b, bring, st, it, hist, count, cand, cfg, out):
             t_fid, slope = _fiducial(bring, n, it[_PEAK_T], lag, half, gd)
             it[_PEAK_T] = -1
             if n < learn:
+                # learning: remember the peaks, judge them once the levels are known
                 st[_LEARN_MAX] = max(st[_LEARN_MAX], amp)
+                c = it[_N_CAND]
+                if c < cand.shape[0]:
+                    cand[c, 0] = t_fid
+                    cand[c, 1] = amp
+                    cand[c, 2] = slope
+                    it[_N_CAND] = c + 1
             else:
                 n_out = _on_peak(st, it, hist, count, cand, cfg, t_fid, amp, slope, out, n_out)
         if n == learn and count[_H_QRS] == 0:
-            # end of learning: seed the QRS level from the largest peak seen
+            # end of learning: seed the QRS level from the largest peak, then replay the peaks
             hist[_H_QRS, :] = st[_LEARN_MAX]
             count[_H_QRS] = hist.shape[1]
             st[_QRS_LEVEL] = st[_LEARN_MAX]
+            seen = cand[: it[_N_CAND]].copy()
+            it[_N_CAND] = 0
+            for c in range(seen.shape[0]):
+                n_out = _on_peak(
+                    st, it, hist, count, cand, cfg, int(seen[c, 0]), seen[c, 1], seen[c, 2], out, n_out
+                )
         if n > learn:
             last = it[_LAST_BEAT]
             gap = n - lag - gd - last if last >= 0 else n - learn
@@ -295,10 +308,21 @@ class QRSDetector:
         s = lambda sec: float(round(sec * fs))  # noqa: E731
         lag = 2 + (L - 1) // 2
         half = int(round(0.5 * L)) + 1
-        self._cfg = np.array([
-            s(p.refractory_s), s(p.t_wave_s), p.threshold_k, p.searchback_rr, s(p.searchback_max_s),
-            s(p.peak_wait_s), s(p.learn_s), s(p.decay_after_s), lag, half, self._gd,
-        ])
+        self._cfg = np.array(
+            [
+                s(p.refractory_s),
+                s(p.t_wave_s),
+                p.threshold_k,
+                p.searchback_rr,
+                s(p.searchback_max_s),
+                s(p.peak_wait_s),
+                s(p.learn_s),
+                s(p.decay_after_s),
+                lag,
+                half,
+                self._gd,
+            ]
+        )
         self._zi = np.zeros((self.sos.shape[0], 2, 1))
         self._dhist = np.zeros(4)
         self._ring = np.zeros(L)
@@ -316,8 +340,18 @@ class QRSDetector:
     @property
     def state_bytes(self) -> int:
         """Bytes of state the detector carries between chunks."""
-        arrays = (self._zi, self._dhist, self._ring, self._bring, self._st, self._it, self._hist,
-                  self._count, self._cand, self._last)
+        arrays = (
+            self._zi,
+            self._dhist,
+            self._ring,
+            self._bring,
+            self._st,
+            self._it,
+            self._hist,
+            self._count,
+            self._cand,
+            self._last,
+        )
         return sum(a.nbytes for a in arrays)
 
     @property
@@ -338,9 +372,11 @@ class QRSDetector:
         bb = b[:, 0]
         e = np.empty(len(bb))
         _energy(bb, self._dhist, self._ring, self._st, self._it, e)
-        out = np.empty(len(bb) + 4, dtype=np.int64)
-        n = _decide(e, bb, self._bring, self._st, self._it, self._hist, self._count, self._cand,
-                    self._cfg, out)
+        # at most two beats per sample (a search-back and a detection), plus the learning replay
+        out = np.empty(2 * len(bb) + 2 * _MAX_CAND, dtype=np.int64)
+        n = _decide(
+            e, bb, self._bring, self._st, self._it, self._hist, self._count, self._cand, self._cfg, out
+        )
         return out[:n].copy()
 
     def finish(self) -> np.ndarray:
