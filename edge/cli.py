@@ -28,7 +28,8 @@ def _cmd_beats(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from vigil.edge.demo import run_demo
 
-    return run_demo(record=args.record, speed=args.speed, seconds=args.seconds)
+    seconds = None if args.seconds == 0 else args.seconds
+    return run_demo(records=args.record, speed=args.speed, seconds=seconds)
 
 
 def _positive_int(text: str) -> int:
@@ -48,10 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--chunk", type=_positive_int, default=360, help="samples per chunk (default 360)")
     p.set_defaults(func=_cmd_beats)
 
-    p = sub.add_parser("demo", help="stream a built-in real recording and show beats, rate, quality")
-    p.add_argument("--record", default=None, help="WFDB record (default: the bundled MIT-BIH 208)")
+    p = sub.add_parser("demo", help="stream bundled real recordings and show beats, rate, quality")
+    p.add_argument("--record", action="append", help="WFDB record (repeatable; default: bundled 100, 208)")
     p.add_argument("--speed", type=float, default=20.0, help="x real time; 0 = as fast as possible")
-    p.add_argument("--seconds", type=float, default=None, help="stop after this much signal time")
+    p.add_argument("--seconds", type=float, default=120.0, help="signal seconds per record; 0 = all")
     p.set_defaults(func=_cmd_demo)
     return parser
 

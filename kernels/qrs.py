@@ -50,7 +50,7 @@ _N, _LAST_BEAT, _PEAK_T, _N_CAND = range(4)
 # Rows of the history table: the last _HIST values of each, oldest overwritten first.
 _H_QRS, _H_NOISE, _H_RR, _H_SLOPE = range(4)
 _HIST = 8
-_MAX_CAND = 64
+_MAX_CAND = 32  # sub-threshold peaks remembered for search-back
 
 
 @dataclass(frozen=True)
@@ -336,6 +336,7 @@ class QRSDetector:
         self._cand = np.zeros((_MAX_CAND, 3))
         self._last = np.zeros(1)
         self.n_bad = 0
+        self._closed = False
 
     @property
     def state_bytes(self) -> int:
@@ -362,6 +363,8 @@ class QRSDetector:
 
     def process(self, x: np.ndarray) -> np.ndarray:
         """Feed a chunk; return the sample indices of beats that became final (int64, ascending)."""
+        if self._closed:
+            raise ValueError("QRSDetector.process after finish(): the stream has ended")
         a = as_signal(x)
         if a.shape[1] != 1:
             raise ValueError(f"QRSDetector takes one lead, got {a.shape[1]} channels")
@@ -380,11 +383,14 @@ class QRSDetector:
         return out[:n].copy()
 
     def finish(self) -> np.ndarray:
-        """Flush the end of the stream: settle a pending envelope peak. Returns the last beats."""
+        """End the stream: settle a pending envelope peak and return the last beats.
+
+        The detector is closed afterwards; start a new one for a new stream.
+        """
         pad = int(self._cfg[5]) + 2
-        tail = np.full(pad, self._last[0])
         n0 = int(self._it[_N])
-        beats = self.process(tail)
+        beats = self.process(np.full(pad, self._last[0]))
+        self._closed = True
         return beats[beats < n0]
 
 
