@@ -36,7 +36,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .clean import hold_nonfinite
+from .clean import hold_bad_samples
 from .filters import SOSFilter, design_lowpass
 from .sliding import SlidingWindows, positive_int, window_samples
 from .validate import as_signal, check_fs
@@ -178,7 +178,7 @@ def _onsets(env, n_seen, n_base, k_sd, min_run, last, mean, m2, thr, active, run
     n, nch = env.shape
     y = np.empty_like(env)
     bad = np.empty(env.shape, dtype=np.bool_)
-    n_held = hold_nonfinite(env, last, y, bad)
+    n_held = hold_bad_samples(env, last, y, bad)
     n_ev = 0
     for i in range(n):
         t = n_seen + i

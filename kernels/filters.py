@@ -26,7 +26,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .clean import hold_nonfinite
+from .clean import hold_bad_samples
 from .validate import as_signal, check_fs
 
 #: Causal default pass-bands (Hz) per modality.
@@ -81,7 +81,7 @@ def _hold_and_filter(sos, x, z, last):
     """Bad-sample hold (see :mod:`vigil.kernels.clean`) then filter; returns ``(y, n_held)``."""
     y = np.empty(x.shape, dtype=x.dtype)
     bad = np.empty(x.shape, dtype=np.bool_)
-    n_held = hold_nonfinite(x, last, y, bad)
+    n_held = hold_bad_samples(x, last, y, bad)
     _sosfilt_inplace(sos, y, z)
     return y, n_held
 

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
-from .clean import hold_nonfinite
+from .clean import hold_bad_samples
 from .filters import _sosfilt_inplace, design_bandpass
 from .validate import as_signal, check_fs
 
@@ -370,7 +370,7 @@ class QRSDetector:
             raise ValueError(f"QRSDetector takes one lead, got {a.shape[1]} channels")
         b = np.empty(a.shape, dtype=np.float64)
         bad = np.empty(a.shape, dtype=np.bool_)
-        self.n_bad += hold_nonfinite(a, self._last, b, bad)
+        self.n_bad += hold_bad_samples(a, self._last, b, bad)
         _sosfilt_inplace(self.sos, b, self._zi)
         bb = b[:, 0]
         e = np.empty(len(bb))

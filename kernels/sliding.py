@@ -19,7 +19,7 @@ from collections.abc import Iterator
 import numpy as np
 from numba import njit
 
-from .clean import hold_nonfinite
+from .clean import hold_bad_samples
 from .validate import as_signal
 
 
@@ -34,7 +34,7 @@ def _push(x, ring, last, n_seen, hop, out):
     n = x.shape[0]
     y = np.empty_like(x)
     bad = np.empty(x.shape, dtype=np.bool_)
-    n_held = hold_nonfinite(x, last, y, bad)
+    n_held = hold_bad_samples(x, last, y, bad)
     pos = n_seen % size
     k = 0
     for i in range(n):

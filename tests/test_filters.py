@@ -145,3 +145,20 @@ def test_default_band_clipped_to_sampling_rate():
 def test_misuse_raises_value_error(call):
     with pytest.raises(ValueError):
         call()
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    data=st.lists(st.floats(allow_nan=True, allow_infinity=True, width=64), max_size=400),
+    chunk=st.integers(min_value=1, max_value=50),
+)
+def test_stream_output_stays_finite_for_any_input(data, chunk):
+    """NaN, inf and corrupt huge words are held; the output and the state stay finite."""
+    from vigil.kernels.clean import MAX_ABS
+
+    x = np.array(data, dtype=np.float64).reshape(-1, 1)
+    f = F.SOSFilter(F.design_default("ecg", 250.0, mains=50), 1)
+    y = np.vstack([f.process(x[i : i + chunk]) for i in range(0, len(x), chunk)] or [np.empty((0, 1))])
+    assert y.shape == x.shape
+    assert np.all(np.isfinite(y)) and np.all(np.isfinite(f.zi))
+    assert f.n_bad == int(np.sum(~(np.abs(x) <= MAX_ABS)))

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from vigil.firmware_bridge.replay import read_annotations, read_wfdb
 from vigil.kernels import qrs
 from vigil.kernels.beat_match import BEAT_SYMBOLS, match_beats, vf_intervals
+from vigil.kernels.clean import MAX_ABS
 
 FS = 360.0
 
@@ -166,3 +167,48 @@ def test_delay_is_bounded(data_dir):
 def test_misuse_raises_value_error(call):
     with pytest.raises(ValueError):
         call()
+
+
+def _HEARTBEAT(fs):  # noqa: N802
+    """One second of a crude synthetic beat (a 40 ms, 1 mV triangle) for the recovery check."""
+    beat = np.zeros(int(fs))
+    w = max(2, int(0.02 * fs))
+    beat[:w] = np.linspace(0, 1, w)
+    beat[w : 2 * w] = np.linspace(1, 0, w)
+    return beat
+
+
+_any_float = st.floats(allow_nan=True, allow_infinity=True, width=64)
+_bad_or_physical = st.one_of(
+    st.sampled_from([np.nan, np.inf, -np.inf, 1e300, -3e15]),
+    st.floats(min_value=-5.0, max_value=5.0),
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    data=st.lists(st.one_of(_any_float, _bad_or_physical), max_size=3000),
+    chunk=st.integers(min_value=1, max_value=700),
+    fs=st.sampled_from([125.0, 250.0, 360.0, 1000.0]),
+)
+def test_arbitrary_samples_never_crash(data, chunk, fs):
+    """Any finite/NaN/inf/huge sequence: no exception, bad samples counted, ordered in-range beats."""
+    x = np.array(data, dtype=np.float64)
+    det = qrs.QRSDetector(fs)
+    with np.errstate(all="ignore"):
+        out = [det.process(x[i : i + chunk]) for i in range(0, len(x), chunk)]
+        beats = np.concatenate([*out, det.finish()])
+    assert beats.dtype == np.int64
+    assert np.all(np.diff(beats) > 0)
+    assert np.all((beats >= 0) & (beats < max(len(x), 1)))
+    assert det.n_bad == int(np.sum(~(np.abs(x) <= MAX_ABS)))
+
+
+@settings(max_examples=30, deadline=None)
+@given(data=st.lists(_bad_or_physical, max_size=3000), fs=st.sampled_from([250.0, 360.0]))
+def test_bad_samples_do_not_poison_later_detection(data, fs):
+    """After any run of NaN/inf/corrupt words and noise, a clean rhythm is detected again."""
+    det = qrs.QRSDetector(fs)
+    det.process(np.array(data, dtype=np.float64))
+    beats = det.process(np.tile(_HEARTBEAT(fs), 20))
+    assert len(beats) >= 12, beats
