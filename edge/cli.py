@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 def _cmd_beats(args: argparse.Namespace) -> int:
     import numpy as np
+
     from vigil.firmware_bridge.replay import chunks, read_wfdb
     from vigil.kernels.qrs import QRSDetector
 

@@ -7,6 +7,7 @@ import pytest
 import scipy.signal as ss
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from vigil.firmware_bridge.replay import read_wfdb
 from vigil.kernels import filters as F
 

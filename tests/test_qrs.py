@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from vigil.firmware_bridge.replay import read_annotations, read_wfdb
 from vigil.kernels import qrs
 from vigil.kernels.beat_match import BEAT_SYMBOLS, match_beats, vf_intervals

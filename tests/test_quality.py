@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from scipy import signal
+
 from vigil.kernels import quality as Q
 from vigil.kernels.quality import QualityFlag as F
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from vigil.kernels import rhythm as R
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "mitdb"
