@@ -39,12 +39,12 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
-from .clean import hold_bad_samples
-from .filters import _sosfilt_inplace, design_bandpass
+from .clean import MAX_ABS
+from .filters import design_bandpass
 from .validate import as_signal, check_fs
 
 # Slots of the float state vector.
-_QRS_LEVEL, _NOISE_LEVEL, _RR_MEAN, _PEAK_VAL, _LAST_SLOPE, _LEARN_MAX, _MWI_SUM = range(7)
+_QRS_LEVEL, _NOISE_LEVEL, _RR_MEAN, _PEAK_VAL, _LAST_SLOPE, _LEARN_MAX, _MWI_SUM, _HELD = range(8)
 # Slots of the integer state vector.
 _N, _LAST_BEAT, _PEAK_T, _N_CAND = range(4)
 # Rows of the history table: the last _HIST values of each, oldest overwritten first.
@@ -67,30 +67,6 @@ class QRSParams:
     peak_wait_s: float = 0.200
     learn_s: float = 2.0
     decay_after_s: float = 3.0
-
-
-@njit(nogil=True, cache=True)
-def _energy(b, dhist, ring, st, it, e):
-    """Five-point derivative, square and moving-window integral of ``b`` into ``e``.
-
-    ``dhist`` holds the last four band-passed samples, ``ring`` the last L squared derivatives;
-    the running sum lives in ``st[_MWI_SUM]`` and the ring position in ``it[_N] % L``.
-    """
-    L = ring.shape[0]
-    n0 = it[_N]
-    s = st[_MWI_SUM]
-    for i in range(b.shape[0]):
-        d = (2.0 * b[i] + dhist[3] - dhist[1] - 2.0 * dhist[0]) / 8.0
-        dhist[0] = dhist[1]
-        dhist[1] = dhist[2]
-        dhist[2] = dhist[3]
-        dhist[3] = b[i]
-        d2 = abs(d)
-        k = (n0 + i) % L
-        s += d2 - ring[k]
-        ring[k] = d2
-        e[i] = s / L
-    st[_MWI_SUM] = s
 
 
 @njit(nogil=True, cache=True)
@@ -223,68 +199,128 @@ def _on_peak(st, it, hist, count, cand, cfg, t_fid, amp, slope, out, n_out):
 
 
 @njit(nogil=True, cache=True)
-def _decide(e, b, bring, st, it, hist, count, cand, cfg, out):
-    """Run the peak and decision state machine over one chunk; returns the number of beats in ``out``.
+def _silence_due(st, it, count, cfg):
+    """First sample at which the silence rules (search-back, level decay) may apply."""
+    lag, gd, learn, decay_after = int(cfg[8]), int(cfg[10]), int(cfg[6]), int(cfg[7])
+    last = it[_LAST_BEAT]
+    if last < 0:
+        return learn + decay_after
+    return last + lag + gd + min(int(_rr_limit(st, count, cfg)), decay_after)
+
+
+@njit(nogil=True, cache=True)
+def _silence(n, peak_t, st, it, hist, count, cand, cfg, out, n_out):
+    """Search-back after 1.5 mean RR without a beat; halve the QRS level every
+    ``decay_after / 3`` samples once ``decay_after`` has passed without one."""
+    learn, decay_after = cfg[6], cfg[7]
+    lag, gd = int(cfg[8]), int(cfg[10])
+    decay_every = int(decay_after / 3 + 1)
+    last = it[_LAST_BEAT]
+    gap = n - lag - gd - last if last >= 0 else n - int(learn)
+    if last >= 0 and gap > _rr_limit(st, count, cfg) and peak_t < 0 and it[_N_CAND]:
+        n_out = _search_back(st, it, hist, count, cand, cfg, 1 << 62, out, n_out)
+    if gap > decay_after and (gap - decay_after) % decay_every == 0:
+        hist[_H_QRS, :] *= 0.5
+        st[_QRS_LEVEL] = _median(hist, count, _H_QRS)
+    return n_out
+
+
+@njit(nogil=True, cache=True)
+def _end_learning(st, it, hist, count, cand, cfg, out, n_out):
+    """Seed the QRS level from the largest peak of the learning period, then judge its peaks."""
+    hist[_H_QRS, :] = st[_LEARN_MAX]
+    count[_H_QRS] = hist.shape[1]
+    st[_QRS_LEVEL] = st[_LEARN_MAX]
+    seen = cand[: it[_N_CAND]].copy()
+    it[_N_CAND] = 0
+    for c in range(seen.shape[0]):
+        n_out = _on_peak(st, it, hist, count, cand, cfg, int(seen[c, 0]), seen[c, 1], seen[c, 2], out, n_out)
+    return n_out
+
+
+@njit(nogil=True, cache=True)
+def _run(x, sos, z, dh, ring, bring, st, it, hist, count, cand, cfg, out):
+    """Run the whole detector over one chunk ``x``; returns (beats written to ``out``, bad samples).
+
+    Per sample: bad-sample hold, the two band-pass biquads (direct form II transposed), the
+    five-point derivative, |d| into the moving-window integral ``e``, then envelope peak tracking.
+    The per-sample state lives in local variables for speed and is written back at the end; the
+    decision rules run only when a peak is final or a silence deadline is reached.
 
     ``cfg`` = [refractory, t_wave, k, searchback_rr, searchback_max, peak_wait, learn, decay_after,
     lag, half_window, group_delay] with times in samples. ``cand`` rows are the sub-threshold peaks
     since the last beat: (fiducial, amplitude, slope).
     """
-    wait, learn, decay_after = cfg[5], cfg[6], cfg[7]
+    wait, learn = int(cfg[5]), int(cfg[6])
     lag, half, gd = int(cfg[8]), int(cfg[9]), int(cfg[10])
-    decay_every = int(decay_after / 3 + 1)
-    H = bring.shape[0]
+    b00, b01, b02, a01, a02 = sos[0, 0], sos[0, 1], sos[0, 2], sos[0, 4], sos[0, 5]
+    b10, b11, b12, a11, a12 = sos[1, 0], sos[1, 1], sos[1, 2], sos[1, 4], sos[1, 5]
+    z00, z01, z10, z11 = z[0], z[1], z[2], z[3]
+    d0, d1, d2, d3 = dh[0], dh[1], dh[2], dh[3]
+    L, H = ring.shape[0], bring.shape[0]
+    n = it[_N]
+    k_ring, k_bring = n % L, n % H
+    mwi, held = st[_MWI_SUM], st[_HELD]
+    peak_t, peak_val = it[_PEAK_T], st[_PEAK_VAL]
+    due = _silence_due(st, it, count, cfg)
     n_out = 0
-    for i in range(e.shape[0]):
-        n = it[_N]
-        bring[n % H] = b[i]
-        v = e[i]
-        # Peak tracking on the envelope: follow the valley between peaks, start a peak when the
-        # envelope turns up, finish it when it falls to half or after `wait` samples.
-        if it[_PEAK_T] < 0:
-            if v > st[_PEAK_VAL]:
-                it[_PEAK_T] = n
-            st[_PEAK_VAL] = v
-        elif v > st[_PEAK_VAL]:
-            it[_PEAK_T] = n
-            st[_PEAK_VAL] = v
-        elif v < 0.5 * st[_PEAK_VAL] or n - it[_PEAK_T] > wait:
-            amp = st[_PEAK_VAL]
-            t_fid, slope = _fiducial(bring, n, it[_PEAK_T], lag, half, gd)
-            it[_PEAK_T] = -1
+    n_bad = 0
+    for i in range(x.shape[0]):
+        v = np.float64(x[i])
+        if abs(v) <= MAX_ABS:  # False for NaN and inf as well
+            held = v
+        else:
+            v = held
+            n_bad += 1
+        y = b00 * v + z00
+        z00 = b01 * v - a01 * y + z01
+        z01 = b02 * v - a02 * y
+        w = b10 * y + z10
+        z10 = b11 * y - a11 * w + z11
+        z11 = b12 * y - a12 * w
+        d = abs(2.0 * w + d3 - d1 - 2.0 * d0) / 8.0
+        d0, d1, d2, d3 = d1, d2, d3, w
+        mwi += d - ring[k_ring]
+        ring[k_ring] = d
+        k_ring = k_ring + 1 if k_ring + 1 < L else 0
+        e = mwi / L
+        bring[k_bring] = w
+        k_bring = k_bring + 1 if k_bring + 1 < H else 0
+        # Envelope peaks: follow the valley between peaks, start a peak when the envelope turns
+        # up, finish it when it falls to half or after `wait` samples.
+        if peak_t < 0:
+            if e > peak_val:
+                peak_t = n
+            peak_val = e
+        elif e > peak_val:
+            peak_t = n
+            peak_val = e
+        elif e < 0.5 * peak_val or n - peak_t > wait:
+            t_fid, slope = _fiducial(bring, n, peak_t, lag, half, gd)
+            peak_t = -1
             if n < learn:
-                # learning: remember the peaks, judge them once the levels are known
-                st[_LEARN_MAX] = max(st[_LEARN_MAX], amp)
+                st[_LEARN_MAX] = max(st[_LEARN_MAX], peak_val)
                 c = it[_N_CAND]
                 if c < cand.shape[0]:
                     cand[c, 0] = t_fid
-                    cand[c, 1] = amp
+                    cand[c, 1] = peak_val
                     cand[c, 2] = slope
                     it[_N_CAND] = c + 1
             else:
-                n_out = _on_peak(st, it, hist, count, cand, cfg, t_fid, amp, slope, out, n_out)
+                n_out = _on_peak(st, it, hist, count, cand, cfg, t_fid, peak_val, slope, out, n_out)
+                due = _silence_due(st, it, count, cfg)
         if n == learn and count[_H_QRS] == 0:
-            # end of learning: seed the QRS level from the largest peak, then replay the peaks
-            hist[_H_QRS, :] = st[_LEARN_MAX]
-            count[_H_QRS] = hist.shape[1]
-            st[_QRS_LEVEL] = st[_LEARN_MAX]
-            seen = cand[: it[_N_CAND]].copy()
-            it[_N_CAND] = 0
-            for c in range(seen.shape[0]):
-                n_out = _on_peak(
-                    st, it, hist, count, cand, cfg, int(seen[c, 0]), seen[c, 1], seen[c, 2], out, n_out
-                )
-        if n > learn:
-            last = it[_LAST_BEAT]
-            gap = n - lag - gd - last if last >= 0 else n - learn
-            if last >= 0 and gap > _rr_limit(st, count, cfg) and it[_PEAK_T] < 0 and it[_N_CAND]:
-                n_out = _search_back(st, it, hist, count, cand, cfg, 1 << 62, out, n_out)
-            if gap > decay_after and (gap - decay_after) % decay_every == 0:
-                # long silence: halve the QRS level so smaller beats are found again
-                hist[_H_QRS, :] *= 0.5
-                st[_QRS_LEVEL] = _median(hist, count, _H_QRS)
-        it[_N] = n + 1
-    return n_out
+            n_out = _end_learning(st, it, hist, count, cand, cfg, out, n_out)
+            due = _silence_due(st, it, count, cfg)
+        if n > learn and n >= due:
+            n_out = _silence(n, peak_t, st, it, hist, count, cand, cfg, out, n_out)
+            due = _silence_due(st, it, count, cfg)
+        n += 1
+    z[0], z[1], z[2], z[3] = z00, z01, z10, z11
+    dh[0], dh[1], dh[2], dh[3] = d0, d1, d2, d3
+    it[_N], it[_PEAK_T] = n, peak_t
+    st[_MWI_SUM], st[_HELD], st[_PEAK_VAL] = mwi, held, peak_val
+    return n_out, n_bad
 
 
 class QRSDetector:
@@ -302,7 +338,8 @@ class QRSDetector:
         p = self.params = params or QRSParams()
         if fs < 2.2 * p.band_hz[1]:
             raise ValueError(f"fs = {fs:g} Hz is too low for QRS detection (needs >= {2.2 * p.band_hz[1]:g})")
-        self.sos = design_bandpass(p.band_hz[0], p.band_hz[1], self.fs)
+        self.sos = design_bandpass(p.band_hz[0], p.band_hz[1], self.fs, order=2)
+        assert self.sos.shape == (2, 6), "the fused kernel runs exactly two biquads"
         self._gd = int(round(_group_delay(self.sos, sum(p.band_hz) / 2, self.fs)))
         L = max(2, int(round(p.integration_s * fs)))
         s = lambda sec: float(round(sec * fs))  # noqa: E731
@@ -323,18 +360,17 @@ class QRSDetector:
                 self._gd,
             ]
         )
-        self._zi = np.zeros((self.sos.shape[0], 2, 1))
+        self._zi = np.zeros(4)  # two biquads, two state values each
         self._dhist = np.zeros(4)
         self._ring = np.zeros(L)
         self._bring = np.zeros(lag + half + int(s(p.peak_wait_s)) + 8)
-        self._st = np.zeros(7)
+        self._st = np.zeros(8)
         self._it = np.zeros(4, dtype=np.int64)
         self._it[_LAST_BEAT] = -1
         self._it[_PEAK_T] = -1
         self._hist = np.zeros((4, _HIST))
         self._count = np.zeros(4, dtype=np.int64)
         self._cand = np.zeros((_MAX_CAND, 3))
-        self._last = np.zeros(1)
         self.n_bad = 0
         self._closed = False
 
@@ -351,7 +387,6 @@ class QRSDetector:
             self._hist,
             self._count,
             self._cand,
-            self._last,
         )
         return sum(a.nbytes for a in arrays)
 
@@ -368,18 +403,24 @@ class QRSDetector:
         a = as_signal(x)
         if a.shape[1] != 1:
             raise ValueError(f"QRSDetector takes one lead, got {a.shape[1]} channels")
-        b = np.empty(a.shape, dtype=np.float64)
-        bad = np.empty(a.shape, dtype=np.bool_)
-        self.n_bad += hold_bad_samples(a, self._last, b, bad)
-        _sosfilt_inplace(self.sos, b, self._zi)
-        bb = b[:, 0]
-        e = np.empty(len(bb))
-        _energy(bb, self._dhist, self._ring, self._st, self._it, e)
         # at most two beats per sample (a search-back and a detection), plus the learning replay
-        out = np.empty(2 * len(bb) + 2 * _MAX_CAND, dtype=np.int64)
-        n = _decide(
-            e, bb, self._bring, self._st, self._it, self._hist, self._count, self._cand, self._cfg, out
+        out = np.empty(2 * len(a) + 2 * _MAX_CAND, dtype=np.int64)
+        n, n_bad = _run(
+            a[:, 0],
+            self.sos,
+            self._zi,
+            self._dhist,
+            self._ring,
+            self._bring,
+            self._st,
+            self._it,
+            self._hist,
+            self._count,
+            self._cand,
+            self._cfg,
+            out,
         )
+        self.n_bad += n_bad
         return out[:n].copy()
 
     def finish(self) -> np.ndarray:
@@ -389,7 +430,7 @@ class QRSDetector:
         """
         pad = int(self._cfg[5]) + 2
         n0 = int(self._it[_N])
-        beats = self.process(np.full(pad, self._last[0]))
+        beats = self.process(np.full(pad, self._st[_HELD]))
         self._closed = True
         return beats[beats < n0]
 
