@@ -26,7 +26,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .clean import hold_bad_samples
+from .clean import MAX_ABS, hold_bad_samples
 from .validate import as_signal, check_fs
 
 #: Causal default pass-bands (Hz) per modality.
@@ -193,7 +193,7 @@ class SOSFilter:
         if not self._started and len(a):
             self._started = True
             if self._zi_step is not None:
-                first = np.where(np.isfinite(a[0]), a[0], 0.0)
+                first = np.where(np.abs(a[0]) <= MAX_ABS, a[0], 0.0)  # False for NaN too
                 self.zi[:] = self._zi_step * first[None, None, :]
         y, n_bad = _hold_and_filter(self.sos, a, self.zi, self._last)
         self.n_bad += n_bad
