@@ -99,14 +99,16 @@ def _fiducial(bring, n_now, t_peak, lag, half, gd):
     best_k = lo
     best_v = -1.0
     slope = 0.0
+    j = lo % H
+    prev = bring[j - 1 if j > 0 else H - 1]
     for k in range(lo, hi + 1):
-        v = abs(bring[k % H])
-        if v > best_v:
-            best_v = v
+        cur = bring[j]
+        if abs(cur) > best_v:
+            best_v = abs(cur)
             best_k = k
-        dv = abs(bring[k % H] - bring[(k - 1) % H])
-        if dv > slope:
-            slope = dv
+        slope = max(slope, abs(cur - prev))
+        prev = cur
+        j = j + 1 if j + 1 < H else 0
     return best_k - gd, slope
 
 
