@@ -33,24 +33,16 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from bench_data import data_root
 from scipy import signal
 
 from vigil.kernels import filters
 
-REPO = Path(__file__).resolve().parents[1]
 FS = 500.0
 CHUNK = 5  # 10 ms at 500 Hz
 BLOCK = 30_000  # one minute at 500 Hz
 FLOOR_STREAM = 10.0
 FLOOR_BLOCK = 2.0
-
-
-def data_root(arg: str | None) -> Path:
-    """``--data``, else ``$VIGIL_DATA``, else ``../shared/data`` relative to the repository root."""
-    if arg:
-        return Path(arg).expanduser().resolve()
-    env = os.environ.get("VIGIL_DATA")
-    return Path(env).expanduser().resolve() if env else (REPO / ".." / "shared" / "data").resolve()
 
 
 def load_signal(args: argparse.Namespace, n: int) -> tuple[np.ndarray, str]:

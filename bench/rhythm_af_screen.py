@@ -21,23 +21,14 @@ Examples::
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
 import numpy as np
+from bench_data import data_root
+
 from vigil.kernels.beat_match import BEAT_SYMBOLS
 from vigil.kernels.rhythm import AF_COSEN_THRESHOLD, rhythm_series
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def data_root(arg: str | None) -> Path:
-    """``--data``, else ``$VIGIL_DATA``, else ``../shared/data`` relative to the repository root."""
-    if arg:
-        return Path(arg).expanduser().resolve()
-    env = os.environ.get("VIGIL_DATA")
-    return Path(env).expanduser().resolve() if env else (REPO / ".." / "shared" / "data").resolve()
 
 
 def load(path: Path) -> tuple[np.ndarray, np.ndarray, float]:

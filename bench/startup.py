@@ -30,8 +30,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-
-REPO = Path(__file__).resolve().parents[1]
+from bench_data import data_root
 
 CHILD = r"""
 import time
@@ -63,14 +62,6 @@ PHASES = (
     ("in_process", "sum of the above"),
     ("process", "whole subprocess (interpreter start to exit)"),
 )
-
-
-def data_root(arg: str | None) -> Path:
-    """``--data``, else ``$VIGIL_DATA``, else ``../shared/data`` relative to the repository root."""
-    if arg:
-        return Path(arg).expanduser().resolve()
-    env = os.environ.get("VIGIL_DATA")
-    return Path(env).expanduser().resolve() if env else (REPO / ".." / "shared" / "data").resolve()
 
 
 def ten_seconds(args: argparse.Namespace) -> tuple[np.ndarray, float, str]:
