@@ -13,11 +13,16 @@ whole record give the same beats:
    ``peak_wait_s``). Its fiducial point is the largest ``|b|`` within the QRS window that the
    integrator saw, moved back by the band-pass group delay, so beats are reported at the R (or QS)
    deflection.
-3. **Decisions**: a peak above ``noise + k (qrs - noise)`` (means of the last eight QRS and noise
-   peak heights) and outside the refractory period is a beat, unless it is a T wave: a peak within
-   ``t_wave_s`` of the last beat whose steepest slope is less than half of that beat's. When no beat
-   has come for 1.5 mean RR intervals, the largest peak above half the threshold since the last beat
-   is taken (search-back); long silences decay the QRS level so detection resumes at lower amplitude.
+3. **Decisions**: a peak above ``noise + k (qrs - noise)`` (median of the last eight QRS peak
+   heights, mean of the last eight noise peaks) and outside the refractory period is a beat unless
+   it is not QRS-like: a T wave (within ``t_wave_s`` of the last beat, with under half that beat's
+   steepest slope) or any peak whose steepest slope is under ``min_slope`` (0.2) of the recent
+   beats' median (P waves, T waves, drift). When no beat has come for 1.5 mean RR intervals, the
+   largest QRS-like peak above half the threshold in the last ``searchback_max_s`` is taken
+   (search-back). Long silences halve the QRS level every second after ``decay_after_s`` so
+   detection resumes at lower amplitude, and the slope reference only after
+   ``slope_decay_after_s`` (8 s): during ventricular asystole with P waves still conducted, the
+   P waves are not reported as beats for at least that long, so the asystole is seen.
 
 Detection delay: a beat is reported when its envelope peak is final, typically 0.2-0.35 s after the
 R wave (at most ``peak_wait_s`` + integration + group delay ~ 0.5 s); a beat found by search-back is
@@ -44,9 +49,25 @@ from .filters import design_bandpass
 from .validate import as_signal, check_fs
 
 # Slots of the float state vector.
-_QRS_LEVEL, _NOISE_LEVEL, _RR_MEAN, _PEAK_VAL, _LAST_SLOPE, _LEARN_MAX, _MWI_SUM, _HELD = range(8)
+_QRS_LEVEL, _NOISE_LEVEL, _RR_MEAN, _PEAK_VAL, _LAST_SLOPE, _LEARN_MAX, _MWI_SUM, _HELD, _SLOPE_REF = range(9)
 # Slots of the integer state vector.
 _N, _LAST_BEAT, _PEAK_T, _N_CAND = range(4)
+# Slots of the configuration vector (times in samples).
+(
+    _C_REFRACTORY,
+    _C_T_WAVE,
+    _C_K,
+    _C_SB_RR,
+    _C_SB_MAX,
+    _C_WAIT,
+    _C_LEARN,
+    _C_DECAY_AFTER,
+    _C_LAG,
+    _C_HALF,
+    _C_GROUP_DELAY,
+    _C_MIN_SLOPE,
+    _C_SLOPE_DECAY_AFTER,
+) = range(13)
 # Rows of the history table: the last _HIST values of each, oldest overwritten first.
 _H_QRS, _H_NOISE, _H_RR, _H_SLOPE = range(4)
 _HIST = 8
@@ -67,6 +88,8 @@ class QRSParams:
     peak_wait_s: float = 0.200
     learn_s: float = 2.0
     decay_after_s: float = 3.0
+    min_slope: float = 0.2
+    slope_decay_after_s: float = 8.0
 
 
 @njit(nogil=True, cache=True)
@@ -122,7 +145,8 @@ def _accept(st, it, hist, count, t_fid, amp, slope, out, n_out):
     _push(hist, count, _H_QRS, amp)
     st[_QRS_LEVEL] = _median(hist, count, _H_QRS)
     _push(hist, count, _H_SLOPE, slope)
-    st[_LAST_SLOPE] = max(slope, _median(hist, count, _H_SLOPE))
+    st[_SLOPE_REF] = _median(hist, count, _H_SLOPE)
+    st[_LAST_SLOPE] = max(slope, st[_SLOPE_REF])
     it[_LAST_BEAT] = t_fid
     out[n_out] = t_fid
     return n_out + 1
@@ -140,19 +164,28 @@ def _t_wave_like(st, since, slope, t_wave):
 
 
 @njit(nogil=True, cache=True)
-def _search_back(st, it, hist, count, cand, cfg, before, out, n_out):
+def _too_slow(st, slope, cfg):
+    """A peak whose steepest slope is a small fraction of the recent beats' is a P wave, a T wave
+    or drift, never a QRS complex, however low the amplitude threshold has fallen."""
+    return slope < cfg[_C_MIN_SLOPE] * st[_SLOPE_REF]
+
+
+@njit(nogil=True, cache=True)
+def _search_back(st, it, hist, count, cand, cfg, now, before, out, n_out):
     """Promote the largest candidate peak since the last beat that clears half the threshold, is
-    not refractory or T-wave-like, and lies a refractory period before ``before``. Candidates after
-    it are kept for a later search; returns the new count of emitted beats."""
-    refr, t_wave = cfg[0], cfg[1]
+    QRS-like, lies a refractory period before ``before`` and no more than ``searchback_max`` before
+    ``now`` (fiducial time), so a beat is never reported later than that. Candidates after it are
+    kept for a later search; returns the new count of emitted beats."""
+    refr, t_wave = cfg[_C_REFRACTORY], cfg[_C_T_WAVE]
     last = it[_LAST_BEAT]
-    half_th = 0.5 * _threshold(st, cfg[2])
+    half_th = 0.5 * _threshold(st, cfg[_C_K])
+    oldest = now - cfg[_C_SB_MAX]
     best = -1
     for c in range(it[_N_CAND]):
         since = cand[c, 0] - last
-        if since < refr or before - cand[c, 0] < refr or cand[c, 1] <= half_th:
+        if since < refr or before - cand[c, 0] < refr or cand[c, 0] < oldest or cand[c, 1] <= half_th:
             continue
-        if _t_wave_like(st, since, cand[c, 2], t_wave):
+        if _t_wave_like(st, since, cand[c, 2], t_wave) or _too_slow(st, cand[c, 2], cfg):
             continue
         if best < 0 or cand[c, 1] > cand[best, 1]:
             best = c
@@ -173,8 +206,8 @@ def _search_back(st, it, hist, count, cand, cfg, before, out, n_out):
 def _rr_limit(st, count, cfg):
     """Silence (samples) after which the search-back looks for a missed beat."""
     if count[_H_RR] == 0:
-        return cfg[4]
-    return min(cfg[3] * st[_RR_MEAN], cfg[4])
+        return cfg[_C_SB_MAX]
+    return min(cfg[_C_SB_RR] * st[_RR_MEAN], cfg[_C_SB_MAX])
 
 
 @njit(nogil=True, cache=True)
@@ -182,11 +215,12 @@ def _on_peak(st, it, hist, count, cand, cfg, t_fid, amp, slope, out, n_out):
     """Classify one final envelope peak as beat, noise or (ignored) refractory echo."""
     last = it[_LAST_BEAT]
     since = t_fid - last if last >= 0 else 1 << 30
-    if since < cfg[0]:
+    if since < cfg[_C_REFRACTORY]:
         return n_out
-    if amp > _threshold(st, cfg[2]) and not _t_wave_like(st, since, slope, cfg[1]):
+    qrs_like = not (_t_wave_like(st, since, slope, cfg[_C_T_WAVE]) or _too_slow(st, slope, cfg))
+    if amp > _threshold(st, cfg[_C_K]) and qrs_like:
         if last >= 0 and since > _rr_limit(st, count, cfg):
-            n_out = _search_back(st, it, hist, count, cand, cfg, t_fid, out, n_out)
+            n_out = _search_back(st, it, hist, count, cand, cfg, t_fid, t_fid, out, n_out)
         it[_N_CAND] = 0
         return _accept(st, it, hist, count, t_fid, amp, slope, out, n_out)
     _push(hist, count, _H_NOISE, amp)
@@ -203,7 +237,8 @@ def _on_peak(st, it, hist, count, cand, cfg, t_fid, amp, slope, out, n_out):
 @njit(nogil=True, cache=True)
 def _silence_due(st, it, count, cfg):
     """First sample at which the silence rules (search-back, level decay) may apply."""
-    lag, gd, learn, decay_after = int(cfg[8]), int(cfg[10]), int(cfg[6]), int(cfg[7])
+    lag, gd, learn = int(cfg[_C_LAG]), int(cfg[_C_GROUP_DELAY]), int(cfg[_C_LEARN])
+    decay_after = int(cfg[_C_DECAY_AFTER])
     last = it[_LAST_BEAT]
     if last < 0:
         return learn + decay_after
@@ -213,17 +248,22 @@ def _silence_due(st, it, count, cfg):
 @njit(nogil=True, cache=True)
 def _silence(n, peak_t, st, it, hist, count, cand, cfg, out, n_out):
     """Search-back after 1.5 mean RR without a beat; halve the QRS level every
-    ``decay_after / 3`` samples once ``decay_after`` has passed without one."""
-    learn, decay_after = cfg[6], cfg[7]
-    lag, gd = int(cfg[8]), int(cfg[10])
+    ``decay_after / 3`` samples once ``decay_after`` has passed without one, and the slope
+    reference likewise once ``slope_decay_after`` has passed (a real drop in QRS amplitude)."""
+    learn, decay_after = cfg[_C_LEARN], cfg[_C_DECAY_AFTER]
+    lag, gd = int(cfg[_C_LAG]), int(cfg[_C_GROUP_DELAY])
     decay_every = int(decay_after / 3 + 1)
     last = it[_LAST_BEAT]
     gap = n - lag - gd - last if last >= 0 else n - int(learn)
     if last >= 0 and gap > _rr_limit(st, count, cfg) and peak_t < 0 and it[_N_CAND]:
-        n_out = _search_back(st, it, hist, count, cand, cfg, 1 << 62, out, n_out)
+        n_out = _search_back(st, it, hist, count, cand, cfg, n - lag - gd, 1 << 62, out, n_out)
     if gap > decay_after and (gap - decay_after) % decay_every == 0:
         hist[_H_QRS, :] *= 0.5
         st[_QRS_LEVEL] = _median(hist, count, _H_QRS)
+        if gap > cfg[_C_SLOPE_DECAY_AFTER]:
+            hist[_H_SLOPE, :] *= 0.5
+            st[_SLOPE_REF] = _median(hist, count, _H_SLOPE)
+            st[_LAST_SLOPE] *= 0.5
     return n_out
 
 
@@ -253,8 +293,8 @@ def _run(x, sos, z, dh, ring, bring, st, it, hist, count, cand, cfg, out):
     lag, half_window, group_delay] with times in samples. ``cand`` rows are the sub-threshold peaks
     since the last beat: (fiducial, amplitude, slope).
     """
-    wait, learn = int(cfg[5]), int(cfg[6])
-    lag, half, gd = int(cfg[8]), int(cfg[9]), int(cfg[10])
+    wait, learn = int(cfg[_C_WAIT]), int(cfg[_C_LEARN])
+    lag, half, gd = int(cfg[_C_LAG]), int(cfg[_C_HALF]), int(cfg[_C_GROUP_DELAY])
     b00, b01, b02, a01, a02 = sos[0, 0], sos[0, 1], sos[0, 2], sos[0, 4], sos[0, 5]
     b10, b11, b12, a11, a12 = sos[1, 0], sos[1, 1], sos[1, 2], sos[1, 4], sos[1, 5]
     z00, z01, z10, z11 = z[0], z[1], z[2], z[3]
@@ -360,13 +400,15 @@ class QRSDetector:
                 lag,
                 half,
                 self._gd,
+                p.min_slope,
+                s(p.slope_decay_after_s),
             ]
         )
         self._zi = np.zeros(4)  # two biquads, two state values each
         self._dhist = np.zeros(4)
         self._ring = np.zeros(L)
         self._bring = np.zeros(lag + half + int(s(p.peak_wait_s)) + 8)
-        self._st = np.zeros(8)
+        self._st = np.zeros(9)
         self._it = np.zeros(4, dtype=np.int64)
         self._it[_LAST_BEAT] = -1
         self._it[_PEAK_T] = -1
@@ -430,7 +472,7 @@ class QRSDetector:
 
         The detector is closed afterwards; start a new one for a new stream.
         """
-        pad = int(self._cfg[5]) + 2
+        pad = int(self._cfg[_C_WAIT]) + 2
         n0 = int(self._it[_N])
         beats = self.process(np.full(pad, self._st[_HELD]))
         self._closed = True

@@ -213,3 +213,22 @@ def test_bad_samples_do_not_poison_later_detection(data, fs):
     det.process(np.array(data, dtype=np.float64))
     beats = det.process(np.tile(_HEARTBEAT(fs), 20))
     assert len(beats) >= 12, beats
+
+
+@pytest.mark.parametrize("name", ["100", "208"])
+def test_p_waves_during_ventricular_asystole_are_not_beats(data_dir, name):
+    """Cut the QRS-T complexes out of 12 s of a real record, leaving only its P waves (ventricular
+    standstill with atrial activity): no beat may be reported there for at least 7 s."""
+    x, ref, _ = _load(data_dir, name)
+    x = x[: int(70 * FS)].copy()
+    a, b = int(40 * FS), int(52 * FS)
+    for r in ref[(ref >= a - 200) & (ref < b + 200)]:
+        lo, hi = max(r - int(0.06 * FS), a), min(r + int(0.45 * FS), b)
+        if hi > lo:
+            x[lo:hi] = np.linspace(x[lo - 1], x[hi], hi - lo)
+    beats = qrs.detect(x, FS)
+    inside = beats[(beats > a + 0.3 * FS) & (beats < b)]
+    assert not np.any(inside < a + 7 * FS), (inside - a) / FS
+    after = ref[(ref > b + 5 * FS) & (ref < 69 * FS)]
+    m = match_beats(after, beats[beats > b + 5 * FS], FS, start_s=0.0)
+    assert m.se >= 0.99, m
