@@ -415,13 +415,7 @@ class QRSDetector:
         self._hist = np.zeros((4, _HIST))
         self._count = np.zeros(4, dtype=np.int64)
         self._cand = np.zeros((_MAX_CAND, 3))
-        self.n_bad = 0
-        self._closed = False
-
-    @property
-    def state_bytes(self) -> int:
-        """Bytes of state the detector carries between chunks."""
-        arrays = (
+        self._state = (
             self._zi,
             self._dhist,
             self._ring,
@@ -431,14 +425,20 @@ class QRSDetector:
             self._hist,
             self._count,
             self._cand,
-        )
-        return sum(a.nbytes for a in arrays)
+        )  # in _run's argument order
+        self.n_bad = 0
+        self._closed = False
+
+    @property
+    def state_bytes(self) -> int:
+        """Bytes of state the detector carries between chunks."""
+        return sum(a.nbytes for a in self._state)
 
     @property
     def max_delay_s(self) -> float:
         """Worst-case delay between a beat and its report, search-back excluded."""
         c = self._cfg
-        return (c[5] + c[8] + c[9] + c[10]) / self.fs
+        return (c[_C_WAIT] + c[_C_LAG] + c[_C_HALF] + c[_C_GROUP_DELAY]) / self.fs
 
     def process(self, x: np.ndarray) -> np.ndarray:
         """Feed a chunk; return the sample indices of beats that became final (int64, ascending)."""
@@ -449,21 +449,7 @@ class QRSDetector:
             raise ValueError(f"QRSDetector takes one lead, got {a.shape[1]} channels")
         # at most two beats per sample (a search-back and a detection), plus the learning replay
         out = np.empty(2 * len(a) + 2 * _MAX_CAND, dtype=np.int64)
-        n, n_bad = _run(
-            a[:, 0],
-            self.sos,
-            self._zi,
-            self._dhist,
-            self._ring,
-            self._bring,
-            self._st,
-            self._it,
-            self._hist,
-            self._count,
-            self._cand,
-            self._cfg,
-            out,
-        )
+        n, n_bad = _run(a[:, 0], self.sos, *self._state, self._cfg, out)
         self.n_bad += n_bad
         return out[:n].copy()
 
