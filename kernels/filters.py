@@ -16,8 +16,9 @@ or float64), so float32 streams halve memory traffic without accumulating roundi
 policy of :mod:`vigil.kernels.clean` (non-finite samples are held and counted, never fed to the
 recursion) and can start from the step-response steady state to avoid the start-up transient.
 
-Design helpers use ``scipy.signal`` at set-up only (Butterworth, ``iirnotch``); the hot path never
-imports scipy. References: scipy.signal.sosfilt; Oppenheim & Schafer, *Discrete-Time Signal
+Design helpers (Butterworth, notch) come from :mod:`vigil.kernels.iir_design`, plain numpy tested
+against ``scipy.signal``, so the running monitor never imports ``scipy.signal`` (over a second of
+start-up). References: scipy.signal.sosfilt; Oppenheim & Schafer, *Discrete-Time Signal
 Processing*, 3rd ed., sec. 6.5 (transposed direct forms).
 """
 
@@ -27,6 +28,7 @@ import numpy as np
 from numba import njit
 
 from .clean import MAX_ABS, hold_bad_samples
+from .iir_design import butter_sos, notch_sos, sos_step_state
 from .validate import as_signal, check_fs
 
 #: Causal default pass-bands (Hz) per modality.
@@ -144,9 +146,7 @@ def sosfilt(sos: np.ndarray, x: np.ndarray, zi: np.ndarray | None = None):
 
 def sosfilt_zi(sos: np.ndarray) -> np.ndarray:
     """Steady-state initial condition for a unit step, shape (n_sections, 2) (``scipy.signal.sosfilt_zi``)."""
-    from scipy import signal
-
-    return signal.sosfilt_zi(_check_sos(sos))
+    return sos_step_state(_check_sos(sos))
 
 
 class SOSFilter:
@@ -212,43 +212,34 @@ def _nyquist_check(fs: float, *freqs: float) -> None:
 
 def design_bandpass(low: float, high: float, fs: float, order: int = 2) -> np.ndarray:
     """Butterworth band-pass ``[low, high]`` Hz as SOS (``order`` per edge, so 2*order poles)."""
-    from scipy import signal
-
     fs = check_fs(fs)
     _nyquist_check(fs, low, high)
     if not low < high:
         raise ValueError(f"band-pass needs low < high, got {low:g} >= {high:g}")
-    return signal.butter(order, [low, high], btype="bandpass", fs=fs, output="sos")
+    return butter_sos(order, (low, high), "bandpass", fs)
 
 
 def design_highpass(cutoff: float, fs: float, order: int = 2) -> np.ndarray:
     """Butterworth high-pass at ``cutoff`` Hz as SOS."""
-    from scipy import signal
-
     fs = check_fs(fs)
     _nyquist_check(fs, cutoff)
-    return signal.butter(order, cutoff, btype="highpass", fs=fs, output="sos")
+    return butter_sos(order, cutoff, "highpass", fs)
 
 
 def design_lowpass(cutoff: float, fs: float, order: int = 2) -> np.ndarray:
     """Butterworth low-pass at ``cutoff`` Hz as SOS."""
-    from scipy import signal
-
     fs = check_fs(fs)
     _nyquist_check(fs, cutoff)
-    return signal.butter(order, cutoff, btype="lowpass", fs=fs, output="sos")
+    return butter_sos(order, cutoff, "lowpass", fs)
 
 
 def design_notch(mains: float, fs: float, quality: float = 30.0) -> np.ndarray:
     """Second-order IIR notch at the mains frequency (50 or 60 Hz), -3 dB width ``mains/quality``."""
-    from scipy import signal
-
     fs = check_fs(fs)
     _nyquist_check(fs, mains)
     if quality <= 0:
         raise ValueError(f"quality must be > 0, got {quality!r}")
-    b, a = signal.iirnotch(mains, quality, fs=fs)
-    return signal.tf2sos(b, a)
+    return notch_sos(mains, quality, fs)
 
 
 def design_baseline_removal(fs: float, cutoff: float = 0.5, order: int = 2) -> np.ndarray:

@@ -46,6 +46,7 @@ from numba import njit
 
 from .clean import MAX_ABS
 from .filters import design_bandpass
+from .iir_design import sos_group_delay
 from .validate import as_signal, check_fs
 
 # Slots of the float state vector.
@@ -382,7 +383,7 @@ class QRSDetector:
             raise ValueError(f"fs = {fs:g} Hz is too low for QRS detection (needs >= {2.2 * p.band_hz[1]:g})")
         self.sos = design_bandpass(p.band_hz[0], p.band_hz[1], self.fs, order=2)
         assert self.sos.shape == (2, 6), "the fused kernel runs exactly two biquads"
-        self._gd = int(round(_group_delay(self.sos, sum(p.band_hz) / 2, self.fs)))
+        self._gd = int(round(sos_group_delay(self.sos, sum(p.band_hz) / 2, self.fs)))
         L = max(2, int(round(p.integration_s * fs)))
         s = lambda sec: float(round(sec * fs))  # noqa: E731
         lag = 2 + (L - 1) // 2
@@ -469,14 +470,3 @@ def detect(x: np.ndarray, fs: float, params: QRSParams | None = None) -> np.ndar
     """Detect beats in a whole single-lead record; identical to streaming it through QRSDetector."""
     det = QRSDetector(fs, params)
     return np.concatenate([det.process(x), det.finish()])
-
-
-def _group_delay(sos: np.ndarray, f: float, fs: float) -> float:
-    """Group delay (samples) of the cascade at frequency ``f`` Hz."""
-    from scipy import signal
-
-    total = 0.0
-    for sec in sos:
-        _, gd = signal.group_delay((sec[:3], sec[3:]), w=[f], fs=fs)
-        total += float(gd[0])
-    return total
