@@ -2,7 +2,7 @@
 """Start-up cost of Vigil's kernels in a fresh interpreter, with a warm Numba cache.
 
 Each run is a new subprocess that times, in order: ``import vigil.kernels.filters,
-vigil.kernels.qrs``; ``filters.design_default('ecg', fs)`` (imports scipy.signal); the first
+vigil.kernels.qrs``; ``filters.design_default('ecg', fs)``; the first
 ``filters.sosfilt`` call and the first ``qrs.detect`` call on 10 s of ECG. One unmeasured run fills
 the Numba cache first; the table gives the median (and min / max) over ``--runs`` runs. With
 ``--cold`` one more run uses an empty private ``NUMBA_CACHE_DIR`` to show the compile cost.
@@ -56,7 +56,7 @@ print(json.dumps({"import": t1 - t0, "design": t3 - t2, "sosfilt": t4 - t3, "det
 
 PHASES = (
     ("import", "import vigil.kernels.filters, vigil.kernels.qrs"),
-    ("design", "filters.design_default('ecg', fs) (scipy.signal)"),
+    ("design", "filters.design_default('ecg', fs) (numpy design)"),
     ("sosfilt", "first filters.sosfilt(sos, x) on 10 s"),
     ("detect", "first qrs.detect(x, fs) on 10 s"),
     ("in_process", "sum of the above"),
