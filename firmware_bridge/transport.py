@@ -51,14 +51,18 @@ Item = Received | LinkEvent
 
 @dataclass
 class TransportStats:
-    """Counters of one transport: bytes in, frames out, rejections by reason."""
+    """Counters of one transport: bytes in, frames out, rejections by reason and by source (the
+    peer address or link a rejected frame came from, so it can be charged to that device)."""
 
     bytes: int = 0
     frames: int = 0
     rejected: Counter = field(default_factory=Counter)
+    rejected_by_source: Counter = field(default_factory=Counter)
 
-    def reject(self, reason: str, n: int = 1) -> None:
+    def reject(self, reason: str, n: int = 1, source: str = "") -> None:
         self.rejected[reason] += n
+        if source:
+            self.rejected_by_source[(source, reason)] += n
 
     @property
     def n_rejected(self) -> int:
