@@ -42,14 +42,16 @@ def frame_error_reason(err: Exception) -> str:
     return "malformed"
 
 
-def decode_counted(data: bytes, stats: TransportStats, *more: TransportStats) -> protocol.Frame | None:
-    """Decode one frame; on failure count the reason in every ``stats`` and return None."""
+def decode_counted(
+    data: bytes, source: str, stats: TransportStats, *more: TransportStats
+) -> protocol.Frame | None:
+    """Decode one frame; on failure count the reason (and ``source``) in every ``stats``, return None."""
     try:
         frame = protocol.decode(data)
     except protocol.FrameError as e:
         reason = frame_error_reason(e)
         for s in (stats, *more):
-            s.reject(reason)
+            s.reject(reason, source=source)
         return None
     for s in (stats, *more):
         s.frames += 1
@@ -153,7 +155,7 @@ class UDPTransport(QueueTransport):
         peer = self._peer(source)
         self.stats.bytes += len(data)
         peer.bytes += len(data)
-        frame = decode_counted(data, self.stats, peer)
+        frame = decode_counted(data, source, self.stats, peer)
         if frame is not None:
             self._offer(Received(frame, source, arrival))
 
@@ -253,12 +255,12 @@ class TCPTransport(QueueTransport):
                 ("oversized", stream.n_oversized - oversized),
             ):
                 if n:
-                    self.stats.reject(reason, n)
+                    self.stats.reject(reason, n, source=source)
                     ps.reject(reason, n)
                     bad_run += n
             malformed, oversized = stream.n_malformed, stream.n_oversized
             for block in blocks:
-                frame = decode_counted(block, self.stats, ps)
+                frame = decode_counted(block, source, self.stats, ps)
                 if frame is None:
                     bad_run += 1
                     continue

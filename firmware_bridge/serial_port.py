@@ -134,10 +134,10 @@ class SerialTransport(QueueTransport):
                 ("oversized", stream.n_oversized - oversized),
             ):
                 if n:
-                    self.stats.reject(reason, n)
+                    self.stats.reject(reason, n, source=self.source)
             malformed, oversized = stream.n_malformed, stream.n_oversized
             for block in blocks:
-                frame = decode_counted(block, self.stats)
+                frame = decode_counted(block, self.source, self.stats)
                 if frame is not None and not self._post(Received(frame, self.source, arrival)):
                     return
 
