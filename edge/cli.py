@@ -33,6 +33,40 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(records=args.record, speed=args.speed, seconds=seconds)
 
 
+def _cmd_stream(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from vigil.edge.stream_view import watch
+    from vigil.firmware_bridge.sources import open_source
+
+    transport = open_source(args.source)
+    seconds = None if args.seconds == 0 else args.seconds
+    try:
+        asyncio.run(watch(transport, seconds=seconds, report_s=args.every, quiet=args.quiet))
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def _cmd_devices_scan(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from vigil.firmware_bridge.ble import scan
+
+    try:
+        found = asyncio.run(scan(timeout=args.timeout))
+    except ImportError as exc:
+        print(f"vigil devices scan: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # bleak reports a missing adapter or BlueZ D-Bus in several ways
+        reason = f"{type(exc).__name__}: {exc}"
+        print(f"vigil devices scan: no usable Bluetooth adapter ({reason})", file=sys.stderr)
+        return 2
+    for dev in found:
+        print(f"{dev.address}  {dev.rssi:4d} dBm  {dev.name or '-'}  {' '.join(dev.services)}")
+    return 0
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -49,6 +83,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--channel", type=int, default=0, help="signal index (default 0)")
     p.add_argument("--chunk", type=_positive_int, default=360, help="samples per chunk (default 360)")
     p.set_defaults(func=_cmd_beats)
+
+    p = sub.add_parser("stream", help="receive frames from a device source and report per-device statistics")
+    p.add_argument(
+        "source",
+        help="udp://HOST:PORT, tcp://HOST:PORT, serial:///dev/PORT?baud=N, ble://ADDRESS, "
+        "replay://RECORD?speed=X, sim://?devices=N",
+    )
+    p.add_argument(
+        "--seconds", type=float, default=0.0, help="stop after this long; 0 = until the source ends"
+    )
+    p.add_argument("--every", type=float, default=5.0, help="seconds between statistics tables")
+    p.add_argument("--quiet", action="store_true", help="only the statistics tables, no per-event lines")
+    p.set_defaults(func=_cmd_stream)
+
+    p = sub.add_parser("devices", help="find devices")
+    dsub = p.add_subparsers(dest="devices_command", required=True, metavar="ACTION")
+    q = dsub.add_parser("scan", help="list advertising BLE devices (needs the ble extra)")
+    q.add_argument("--timeout", type=float, default=5.0, help="seconds to listen (default 5)")
+    q.set_defaults(func=_cmd_devices_scan)
 
     p = sub.add_parser("demo", help="stream bundled real recordings and show beats, rate, quality")
     p.add_argument("--record", action="append", help="WFDB record (repeatable; default: bundled 100, 208)")
