@@ -49,9 +49,11 @@ async def test_watch_reports_frames_gaps_and_rejections_per_device(data_dir):
                 sock.sendto(b[:-1] + bytes([b[-1] ^ 0xFF]), ("127.0.0.1", transport.port))  # CRC error
             await asyncio.sleep(0.005)
         sock.close()
+        await asyncio.sleep(0.3)  # let the last datagrams be read, then end the stream
+        await transport.close()
 
     sender = asyncio.create_task(send())
-    checker = await watch(transport, seconds=2.0, report_s=10.0, out=out)
+    checker = await asyncio.wait_for(watch(transport, report_s=10.0, out=out), timeout=30)
     await sender
     text = out.getvalue()
     assert "device 7 stream 0: signal lost" in text and "(2 frames)" in text
