@@ -23,7 +23,7 @@ _COLUMNS = ("device", "frames", "bytes", "errors", "gaps", "lost", "dup", "late"
 def stats_table(checker: StreamChecker) -> str:
     """Per-device statistics as a fixed-width text table."""
     rows = [_COLUMNS]
-    for dev in checker.devices:
+    for dev in checker.devices():
         s = checker.stats(dev)
         drift = f"{s.drift_ppm:.1f}" if checker.clock(dev).ready else "-"
         rows.append(
