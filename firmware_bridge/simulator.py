@@ -302,11 +302,14 @@ class Cohort:
         self.n_done = 0
         self.pool = _Pool([s.seed for s in specs])
         self.rng = np.random.default_rng(np.random.SeedSequence([s.seed % 2**63 for s in specs]))
-        dev = np.random.default_rng(np.random.SeedSequence([s.seed % 2**63 for s in specs] + [1]))
-        self.phase = dev.uniform(0, 2 * np.pi, (d, 4))
+        # per-device constants from the device's own seed: phases, lead gains, EEG gains, alpha
+        u = np.stack([np.random.default_rng([s.seed % 2**63, 1]).random(5 + 2 * c) for s in specs])
+        self.phase = 2 * np.pi * u[:, :4]
         self.gain = np.ones((d, c))
-        self.gain[:, 1:] = dev.uniform(-1.0, 1.0, (d, c - 1)) if c > 1 else 0.0
+        self.gain[:, 1:] = 2 * u[:, 5 : 4 + c] - 1
         self.gain *= np.array([s.amplitude for s in specs])[:, None]
+        self.ch_gain = 0.6 + 0.4 * u[:, 4 + c : 4 + 2 * c]
+        self.alpha_amp = 2.0 + 6.0 * u[:, 4 + 2 * c]
         imp = [s.impairments for s in specs]
         self.white = np.array([i.white_noise for i in imp])
         self.wander = np.array([i.baseline_wander for i in imp])
@@ -346,8 +349,6 @@ class Cohort:
             self._init_beats()
         elif self.kind == ChannelKind.EEG:
             self.pink = _Noise(np.arange(d), c, "pink", self.fs, self.rng)
-            self.alpha_amp = dev.uniform(2.0, 8.0, d)
-            self.ch_gain = dev.uniform(0.6, 1.0, (d, c))
         elif self.kind == ChannelKind.EMG:
             self.band = _Noise(np.arange(d), c, "band", self.fs, self.rng)
 
