@@ -7,7 +7,7 @@
 ``ble://ADDRESS?profile=P``         a BLE device by address; P is ``hrs``, ``polar-ecg`` or ``vigil``
 ``ble://name/NAME?profile=P``       a BLE device by advertised name (found by scanning)
 ``replay://PATH?speed=X``           a WFDB record or EDF/BDF file (X x real time, 0 = flat out)
-``sim://?devices=N&kind=K``         N simulated wearables (K: ecg, eeg, emg)
+``sim://?devices=N&kind=K``         N simulated wearables (K: ecg, eeg, emg; also fs, speed, seed)
 ==================================  =============================================================
 
 A malformed source raises ``ValueError`` with the accepted forms; nothing is opened until then.
@@ -82,4 +82,32 @@ def open_source(source: str) -> Transport:
         if not url.netloc:
             raise ValueError(f"{source!r}: expected ble://ADDRESS or ble://name/NAME")
         return BLETransport(profile, address=url.netloc)
+    if scheme == "replay":
+        from .replay import ReplayTransport, read_recording
+
+        path = url.netloc + url.path
+        if not path:
+            raise ValueError(f"{source!r}: expected replay://PATH")
+        speed = _number(params, "speed", 1.0)
+        if speed < 0:
+            raise ValueError(f"speed must be >= 0, got {speed:g}")
+        return ReplayTransport(
+            read_recording(path), device_id=int(_number(params, "device", 1, int)), speed=speed
+        )
+    if scheme == "sim":
+        from .protocol import ChannelKind
+        from .simulator import DeviceSpec, SimulatorTransport, make_devices
+
+        kinds = {"ecg": ChannelKind.ECG, "eeg": ChannelKind.EEG, "emg": ChannelKind.EMG}
+        kind = params.get("kind", "ecg").lower()
+        if kind not in kinds:
+            raise ValueError(f"kind must be one of {', '.join(kinds)}, got {kind!r}")
+        n = int(_number(params, "devices", 10, int))
+        if not 1 <= n <= 100_000:
+            raise ValueError(f"devices must be in 1..100000, got {n}")
+        base = DeviceSpec(kind=kinds[kind], fs=_number(params, "fs", 250.0))
+        speed = _number(params, "speed", 1.0)
+        return SimulatorTransport(
+            make_devices(n, base, seed=int(_number(params, "seed", 0, int))), speed=speed
+        )
     raise ValueError(f"unknown source {source!r}; use one of: {', '.join(FORMS)}")

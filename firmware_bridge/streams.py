@@ -35,6 +35,7 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 
 import numpy as np
+from numba import njit
 
 from .protocol import Frame, encoded_size
 from .transport import Received
@@ -122,18 +123,21 @@ Event = Delivered | SignalLost | StreamReset | Duplicate | Late
 # ----------------------------------------------------------------------------------------- clock
 
 
+@njit(nogil=True, cache=True)
 def lower_hull(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Indices of the lower convex hull of points sorted by ``x`` (monotone chain)."""
-    hull: list[int] = []
+    hull = np.empty(len(x), dtype=np.int64)
+    m = 0
     for i in range(len(x)):
-        while len(hull) >= 2:
-            a, b = hull[-2], hull[-1]
+        while m >= 2:
+            a, b = hull[m - 2], hull[m - 1]
             if (x[b] - x[a]) * (y[i] - y[a]) - (y[b] - y[a]) * (x[i] - x[a]) <= 0:
-                hull.pop()
+                m -= 1
             else:
                 break
-        hull.append(i)
-    return np.asarray(hull, dtype=np.int64)
+        hull[m] = i
+        m += 1
+    return hull[:m]
 
 
 def envelope_fit(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
@@ -158,7 +162,8 @@ class ClockEstimator:
     """Offset and drift of one device clock against arrival time (``time.monotonic()`` seconds).
 
     Keeps the minimum ``arrival - device`` of each ``bucket_s`` of device time, for the last
-    ``window`` buckets, and refits lazily. ``drift_ppm`` > 0 means the device clock runs fast.
+    ``window`` buckets, and refits lazily when a bucket closes (so the fit lags by at most one
+    bucket). ``drift_ppm`` > 0 means the device clock runs fast.
     """
 
     def __init__(self, bucket_s: float = 0.5, window: int = 240):
@@ -188,9 +193,11 @@ class ClockEstimator:
         y = float(arrival) - x
         b = int(np.floor(x / self.bucket_s))
         if self._buckets and self._buckets[-1][0] == b:
+            # the open bucket's minimum: refit when it closes, so a fast stream does not refit per frame
             if y < self._buckets[-1][2]:
                 self._buckets[-1] = (b, x, y)
-                self._fit = None
+                if len(self._buckets) < 2:
+                    self._fit = None
         elif not self._buckets or b > self._buckets[-1][0]:
             self._buckets.append((b, x, y))
             self._fit = None
