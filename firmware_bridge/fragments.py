@@ -6,7 +6,7 @@ with a 1-byte fragment header, the rest is a slice of one encoded frame (:mod:`.
     bit 7     1 on the first fragment of a frame, 0 on a continuation
     bits 0-6  rolling fragment counter: +1 (mod 128) per notification, across frames
 
-The receiver needs no length field: once the first 14 bytes of a frame (through "samples per
+The receiver needs no length field: once the first 16 bytes of a frame (through "samples per
 channel") are in, :func:`~.protocol.encoded_size` of the header's channels, samples and format says
 how many bytes complete it. :class:`Reassembler` drops a partial frame on a counter gap, a new start
 before completion, a continuation without a start, a bad or oversized header, or bytes past the
@@ -26,7 +26,7 @@ MIN_MTU = 23  # ATT_MTU default for LE
 MAX_MTU = 517  # largest ATT_MTU a client can negotiate (512-byte attribute + 5)
 FIRST = 0x80
 COUNTER_MASK = 0x7F
-HEADER_NEEDED = 14  # magic..samples-per-channel: enough for encoded_size()
+HEADER_NEEDED = 16  # magic..samples-per-channel: enough for encoded_size()
 DEFAULT_MAX_FRAME = 64 * 1024
 
 
@@ -55,8 +55,8 @@ def expected_length(head: bytes | bytearray) -> int | None:
     the magic, version, channel count, sample count or sample format is invalid."""
     if len(head) < HEADER_NEEDED or bytes(head[:2]) != MAGIC or head[2] != VERSION:
         return None
-    fmt, nch = head[9], head[10]
-    ns = int.from_bytes(head[12:14], "little")
+    fmt, nch = head[11], head[12]
+    ns = int.from_bytes(head[14:16], "little")
     if fmt > max(SampleFormat) or not 1 <= nch <= MAX_CHANNELS or not 1 <= ns <= MAX_SAMPLES:
         return None
     return encoded_size(nch, ns, SampleFormat(fmt))

@@ -5,17 +5,18 @@ Wire layout, version 1, little-endian (``firmware_bridge/c/vigil_frame.h`` is th
     offset  size  field
     0       2     magic "VG" (0x56 0x47)
     2       1     version (1)
-    3       1     header length H = 30 + 9 * channels (bytes before the payload)
-    4       4     device id (u32)
-    8       1     stream id (u8)
-    9       1     sample format: 0 int16, 1 int24, 2 float32
-    10      1     channels C (1..64)
-    11      1     flags (0; reserved)
-    12      2     samples per channel N (1..4096)
-    14      4     sequence number (u32, +1 per frame of the stream, wraps)
-    18      8     device timestamp of the first sample, microseconds (u64)
-    26      4     sample rate, Hz (f32, 0 < fs <= 1e6)
-    30      9*C   per channel: kind (u8), scale (f32), offset (f32); physical = raw * scale + offset
+    3       1     flags (0; reserved)
+    4       2     header length H = 32 + 9 * channels (bytes before the payload, u16)
+    6       4     device id (u32)
+    10      1     stream id (u8)
+    11      1     sample format: 0 int16, 1 int24, 2 float32
+    12      1     channels C (1..64)
+    13      1     reserved (0)
+    14      2     samples per channel N (1..4096)
+    16      4     sequence number (u32, +1 per frame of the stream, wraps)
+    20      8     device timestamp of the first sample, microseconds (u64)
+    28      4     sample rate, Hz (f32, 0 < fs <= 1e6)
+    32      9*C   per channel: kind (u8), scale (f32), offset (f32); physical = raw * scale + offset
     H       ...   payload: N * C samples, sample-major (s0c0 s0c1 ... s1c0 ...), little-endian
     end-4   4     CRC-32C of every byte before it (see :mod:`vigil.firmware_bridge.crc`)
 
@@ -41,12 +42,12 @@ from .crc import TABLES, _crc32c, crc32c_update
 
 MAGIC = b"VG"
 VERSION = 1
-FIXED_HEADER = 30
+FIXED_HEADER = 32
 PER_CHANNEL = 9
 MAX_CHANNELS = 64
 MAX_SAMPLES = 4096
 MAX_RATE_HZ = 1e6
-_HEAD = struct.Struct("<2sBBIBBBBHIQf")
+_HEAD = struct.Struct("<2sBBHIBBBBHIQf")
 _CHAN = struct.Struct("<Bff")
 assert _HEAD.size == FIXED_HEADER and _CHAN.size == PER_CHANNEL
 
@@ -131,6 +132,11 @@ class Frame:
     __hash__ = None  # type: ignore[assignment]
 
 
+def _as_float32(value: float) -> float:
+    with np.errstate(over="ignore"):
+        return float(np.float32(value))
+
+
 def make_frame(
     device_id: int,
     sequence: int,
@@ -143,17 +149,25 @@ def make_frame(
     offset: np.ndarray | float = 0.0,
     stream_id: int = 0,
 ) -> Frame:
-    """Build a :class:`Frame` with checked fields; the format defaults from ``raw``'s dtype."""
+    """Build a :class:`Frame` with checked fields.
+
+    The format defaults from ``raw``'s dtype: int16 -> INT16, other integers -> INT24, floats ->
+    FLOAT32. Integer formats refuse non-integral samples rather than truncate them.
+    """
     raw = np.asarray(raw)
     if raw.ndim == 1:
         raw = raw[:, None]
+    if raw.dtype.kind not in "iuf" or raw.ndim != 2:
+        raise FrameError(f"samples must be a real [samples, channels] array, got {raw.dtype} {raw.shape}")
     if sample_format is None:
-        sample_format = {
-            np.dtype(np.int16): SampleFormat.INT16,
-            np.dtype(np.float32): SampleFormat.FLOAT32,
-        }.get(raw.dtype, SampleFormat.INT24)
+        if raw.dtype == np.int16:
+            sample_format = SampleFormat.INT16
+        else:
+            sample_format = SampleFormat.FLOAT32 if raw.dtype.kind == "f" else SampleFormat.INT24
     fmt = SampleFormat(sample_format)
     dtype = (np.int16, np.int32, np.float32)[fmt]
+    if fmt != SampleFormat.FLOAT32 and raw.dtype.kind == "f" and not np.array_equal(raw, np.round(raw)):
+        raise FrameError("integer sample formats need integral samples; round or use FLOAT32")
     if fmt == SampleFormat.INT24 and raw.size and (raw.min() < -(1 << 23) or raw.max() >= 1 << 23):
         raise FrameError("int24 samples must lie in [-2**23, 2**23)")
     nch = raw.shape[1]
@@ -163,7 +177,7 @@ def make_frame(
         stream_id=int(stream_id),
         sequence=int(sequence),
         timestamp_us=int(timestamp_us),
-        sample_rate=float(sample_rate),
+        sample_rate=_as_float32(sample_rate),  # as it travels
         sample_format=fmt,
         kinds=kinds,
         scale=np.broadcast_to(np.asarray(scale, dtype=np.float32), (nch,)).copy(),
@@ -205,6 +219,7 @@ def encode(frame: Frame) -> bytes:
     head = _HEAD.pack(
         MAGIC,
         VERSION,
+        0,
         FIXED_HEADER + PER_CHANNEL * nch,
         frame.device_id,
         frame.stream_id,
@@ -297,12 +312,12 @@ def decode(data: bytes | bytearray | memoryview) -> Frame:
     """Decode and check one frame; raises :class:`FrameError` for anything malformed."""
     try:
         buf = np.frombuffer(data, dtype=np.uint8)
-    except (TypeError, ValueError):
-        raise FrameError(f"frame must be bytes-like, got {type(data).__name__}") from None
+    except (TypeError, ValueError, BufferError):
+        raise FrameError(f"frame must be contiguous bytes-like, got {type(data).__name__}") from None
     n = len(buf)
     if n < FIXED_HEADER + PER_CHANNEL + 4:
         raise FrameError(f"truncated: {n} bytes is shorter than any frame")
-    magic, version, hlen, dev, stream, fmt, nch, _flags, ns, seq, ts, fs = _HEAD.unpack_from(buf)
+    magic, version, _flags, hlen, dev, stream, fmt, nch, _reserved, ns, seq, ts, fs = _HEAD.unpack_from(buf)
     if magic != MAGIC:
         raise FrameError("bad magic")
     if version != VERSION:

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vigil.firmware_bridge.protocol import make_frame
+from vigil.firmware_bridge.protocol import encode, make_frame
 from vigil.firmware_bridge.streams import (
     ClockEstimator,
     Delivered,
@@ -57,7 +57,7 @@ def test_in_order_delivered():
     assert kinds(ev) == ["Delivered"] * 10
     s = c.stats(7)
     assert (s.frames, s.gaps, s.frames_lost, s.duplicates, s.late, s.resets) == (10, 0, 0, 0, 0, 0)
-    assert s.bytes == 10 * (30 + 9 + 2 * N + 4)
+    assert s.bytes == 10 * len(encode(rx(0).frame))
 
 
 def test_gap_is_explicit_signal_lost():

@@ -84,17 +84,17 @@ VECTORS: list[dict[str, Any]] = [
         samples=dict(formula="dyadic", a=37, b=0, p=257, e=6),
     ),
     dict(
-        name="max_channels_int16_25ch",
-        what="25 channels (the most a u8 header length allows), kinds cycling 0..8, header integers at max",
+        name="max_channels_int16_64ch",
+        what="64 channels (the maximum, a full EEG cap), kinds cycling 0..8, header integers at max",
         device_id=0xFFFFFFFF,
         stream_id=255,
         sequence=7,
         timestamp_us=(1 << 64) - 1,
         sample_rate=1e6,
         sample_format=SampleFormat.INT16,
-        kinds=[K(c % 9) for c in range(25)],
-        scale=[(c + 1) / 8 for c in range(25)],
-        offset=[-c / 2 for c in range(25)],
+        kinds=[K(c % 9) for c in range(64)],
+        scale=[(c + 1) / 8 for c in range(64)],
+        offset=[-c / 2 for c in range(64)],
         n_samples=4,
         table_note=("scale[c] = (c + 1) / 8", "offset[c] = -c / 2"),
         samples=dict(formula="lcg", a=40503, b=12345),
@@ -343,8 +343,8 @@ or float32); `k = i * C + c` is its index in the sample-major payload; the recei
 float32 on the wire: the tables give the shortest decimal that rounds to them and their bits. In
 `mod`, the result is in `[0, modulus)`.
 
-Channel limit: `protocol.py` documents 1..64 channels, but the header-length byte `30 + 9 * C`
-holds at most 255, so v1 frames have at most 25 channels; `max_channels_int16_25ch` is that limit.
+Channel limit: 1..64 channels (`max_channels_int16_64ch` is that limit); the header length
+`32 + 9 * C` is a u16.
 """
 
 

@@ -103,8 +103,8 @@ static void h_max_channels(vigil_frame_t *f)
     f->sample_rate = 1000000.0f;
     f->sample_format = VIGIL_FMT_INT16;
     f->n_samples = 4;
-    f->n_channels = 25;
-    for (c = 0; c < 25; c++) {
+    f->n_channels = 64;
+    for (c = 0; c < 64; c++) {
         f->kinds[c] = (uint8_t)(c % 9u);
         f->scale[c] = (float)(c + 1) / 8.0f;
         f->offset[c] = (float)(0 - (int)c) / 2.0f; /* +0.0 for c = 0, as in Python */
@@ -191,7 +191,7 @@ static const vector_t vectors[] = {
     {"ecg_int16_1ch", h_ecg, LCG, 65535u, 0u, 0, 0, NULL, NULL},
     {"typical_int24_8ch", h_typical, LCG, 0x9E3779u, 0x123456u, 0, 0, NULL, NULL},
     {"imu_float32_3ch", h_imu, DYADIC, 37u, 0u, 257u, 6, NULL, NULL},
-    {"max_channels_int16_25ch", h_max_channels, LCG, 40503u, 12345u, 0, 0, NULL, NULL},
+    {"max_channels_int16_64ch", h_max_channels, LCG, 40503u, 12345u, 0, 0, NULL, NULL},
     {"sequence_wrap_int16_2ch", h_seq_wrap, LCG, 3u, 32768u, 0, 0, NULL, NULL},
     {"int24_extremes_2ch", h_int24_extremes, LIST_I32, 0, 0, 0, 0, int24_extremes, NULL},
     {"scale_offset_int16_4ch", h_scale_offset, LCG, 7919u, 1000u, 0, 0, NULL, NULL},
@@ -278,17 +278,17 @@ static void check_rejections(void)
     h_typical(&base);
     samples = fill_samples(&vectors[1], &base);
     size = vigil_frame_size(base.sample_format, base.n_channels, base.n_samples);
-    check(size == 874u, "vigil_frame_size of the typical frame is 874");
+    check(size == 876u, "vigil_frame_size of the typical frame is 876");
     check(size == VIGIL_FRAME_MAX_SIZE(8u, 32u, VIGIL_FMT_INT24), "VIGIL_FRAME_MAX_SIZE agrees");
     check(vigil_frame_encode(&base, samples, out, size) == size, "exact capacity accepted");
     check(vigil_frame_encode(&base, samples, out, size - 1) == 0, "capacity one short rejected");
     check(vigil_frame_encode(NULL, samples, out, sizeof out) == 0, "NULL header rejected");
     check(vigil_frame_encode(&base, NULL, out, sizeof out) == 0, "NULL samples rejected");
     check(vigil_frame_encode(&base, samples, NULL, sizeof out) == 0, "NULL output rejected");
-    check(vigil_frame_size(3, 1, 1) == 0 && vigil_frame_size(0, 0, 1) == 0 && vigil_frame_size(0, 26, 1) == 0
+    check(vigil_frame_size(3, 1, 1) == 0 && vigil_frame_size(0, 0, 1) == 0 && vigil_frame_size(0, 65, 1) == 0
               && vigil_frame_size(0, 1, 0) == 0 && vigil_frame_size(0, 1, 4097) == 0,
           "vigil_frame_size rejects bad format, channels, samples");
-    check(vigil_frame_size(0, 25, 4096) == 30u + 225u + 25u * 4096u * 2u + 4u, "vigil_frame_size at the limits");
+    check(vigil_frame_size(0, 64, 4096) == 32u + 576u + 64u * 4096u * 2u + 4u, "vigil_frame_size at the limits");
 
 #define REJECT(what, stmt)                                                      \
     do {                                                                        \
@@ -297,7 +297,7 @@ static void check_rejections(void)
         check(vigil_frame_encode(&f, samples, out, sizeof out) == 0, what);     \
     } while (0)
     REJECT("0 channels rejected", f.n_channels = 0);
-    REJECT("26 channels rejected", f.n_channels = 26);
+    REJECT("65 channels rejected", f.n_channels = 65);
     REJECT("0 samples rejected", f.n_samples = 0);
     REJECT("4097 samples rejected", f.n_samples = 4097);
     REJECT("unknown format 3 rejected", f.sample_format = 3);

@@ -31,7 +31,7 @@
  * The receiver computes physical = raw * scale[c] + offset[c] per channel.
  *
  * vigil_frame_encode returns 0, writing nothing useful, when the output is too small or a field
- * is out of range: channels not in 1..25 (or above VIGIL_CHANNEL_CAP), samples not in 1..4096,
+ * is out of range: channels not in 1..64 (or above VIGIL_CHANNEL_CAP), samples not in 1..4096,
  * unknown format or channel kind, sample rate not in (0, 1e6] Hz or NaN, non-finite scale or
  * offset, an int24 sample outside [-2^23, 2^23). These are exactly the frames the Python decoder
  * rejects, so a frame this encoder emits always decodes.
@@ -41,28 +41,22 @@
  *     offset  size  field
  *     0       2     magic "VG" (0x56 0x47)
  *     2       1     version (1)
- *     3       1     header length H = 30 + 9 * C (bytes before the payload)
- *     4       4     device id (u32)
- *     8       1     stream id (u8)
- *     9       1     sample format: 0 int16, 1 int24, 2 float32
- *     10      1     channels C (1..64 in protocol.py, but see CHANNEL LIMIT: 1..25)
- *     11      1     flags (0; reserved)
- *     12      2     samples per channel N (1..4096)
- *     14      4     sequence number (u32, +1 per frame of the stream, wraps 0xFFFFFFFF -> 0)
- *     18      8     device timestamp of the first sample, microseconds (u64)
- *     26      4     sample rate, Hz (f32, 0 < fs <= 1e6)
- *     30      9*C   per channel: kind (u8), scale (f32), offset (f32)
+ *     3       1     flags (0; reserved)
+ *     4       2     header length H = 32 + 9 * C (bytes before the payload, u16)
+ *     6       4     device id (u32)
+ *     10      1     stream id (u8)
+ *     11      1     sample format: 0 int16, 1 int24, 2 float32
+ *     12      1     channels C (1..64)
+ *     13      1     reserved (0)
+ *     14      2     samples per channel N (1..4096)
+ *     16      4     sequence number (u32, +1 per frame of the stream, wraps 0xFFFFFFFF -> 0)
+ *     20      8     device timestamp of the first sample, microseconds (u64)
+ *     28      4     sample rate, Hz (f32, 0 < fs <= 1e6)
+ *     32      9*C   per channel: kind (u8), scale (f32), offset (f32)
  *     H       ...   payload: N * C samples, sample-major, 2, 3 or 4 bytes each
  *     end-4   4     CRC-32C of every byte before it
  *
- * Total size: 30 + 9*C + N*C*width + 4 bytes (VIGIL_FRAME_MAX_SIZE, vigil_frame_size).
- *
- * CHANNEL LIMIT
- *
- * protocol.py documents 1..64 channels, but the header length byte H = 30 + 9 * C only fits
- * C <= 25 (30 + 9 * 25 = 255): the Python encoder cannot write, nor the decoder accept, a v1 frame
- * of more channels. This encoder therefore rejects C > 25 (VIGIL_MAX_CHANNELS) rather than emit
- * frames nobody can decode. Split wider devices into several streams (stream_id).
+ * Total size: 32 + 9*C + N*C*width + 4 bytes (VIGIL_FRAME_MAX_SIZE, vigil_frame_size).
  *
  * CRC CHOICE
  *
@@ -83,7 +77,7 @@
  *
  * CONFIGURATION (define before including)
  *
- *     VIGIL_CHANNEL_CAP     size of the per-channel arrays in vigil_frame_t (default and max 25);
+ *     VIGIL_CHANNEL_CAP     size of the per-channel arrays in vigil_frame_t (default and max 64);
  *                           lower it to save RAM (9 bytes a channel)
  *     VIGIL_CRC32C_BITWISE  table-free CRC-32C
  */
@@ -99,15 +93,15 @@ extern "C" {
 #endif
 
 #define VIGIL_VERSION 1u
-#define VIGIL_FIXED_HEADER 30u
+#define VIGIL_FIXED_HEADER 32u
 #define VIGIL_PER_CHANNEL 9u
 #define VIGIL_CRC_SIZE 4u
-#define VIGIL_MAX_CHANNELS 25u /* 30 + 9 * C must fit the u8 header length; see CHANNEL LIMIT */
+#define VIGIL_MAX_CHANNELS 64u
 #define VIGIL_MAX_SAMPLES 4096u
 #define VIGIL_MAX_RATE_HZ 1000000.0f
 
 #ifndef VIGIL_CHANNEL_CAP
-#define VIGIL_CHANNEL_CAP 25
+#define VIGIL_CHANNEL_CAP 64
 #endif
 
 /* Sample formats (wire byte 9). */
@@ -139,7 +133,7 @@ enum {
 
 /* Compile-time checks: IEEE-754 binary32 float and a sane channel cap. */
 typedef char vigil_check_float_is_32_bits[(sizeof(float) == 4) ? 1 : -1];
-typedef char vigil_check_channel_cap[(VIGIL_CHANNEL_CAP >= 1 && VIGIL_CHANNEL_CAP <= 25) ? 1 : -1];
+typedef char vigil_check_channel_cap[(VIGIL_CHANNEL_CAP >= 1 && VIGIL_CHANNEL_CAP <= 64) ? 1 : -1];
 
 /* Frame header: everything but the samples. */
 typedef struct {
@@ -324,16 +318,17 @@ static inline size_t vigil_frame_encode(const vigil_frame_t *f, const void *samp
     out[0] = 0x56u; /* 'V' */
     out[1] = 0x47u; /* 'G' */
     out[2] = (uint8_t)VIGIL_VERSION;
-    out[3] = (uint8_t)hlen;
-    vigil_put_u32(out + 4, f->device_id);
-    out[8] = f->stream_id;
-    out[9] = f->sample_format;
-    out[10] = f->n_channels;
-    out[11] = 0u; /* flags, reserved */
-    vigil_put_u16(out + 12, f->n_samples);
-    vigil_put_u32(out + 14, f->sequence);
-    vigil_put_u64(out + 18, f->timestamp_us);
-    vigil_put_u32(out + 26, vigil_f32_bits(f->sample_rate));
+    out[3] = 0u; /* flags, reserved */
+    vigil_put_u16(out + 4, (uint16_t)hlen);
+    vigil_put_u32(out + 6, f->device_id);
+    out[10] = f->stream_id;
+    out[11] = f->sample_format;
+    out[12] = f->n_channels;
+    out[13] = 0u; /* reserved */
+    vigil_put_u16(out + 14, f->n_samples);
+    vigil_put_u32(out + 16, f->sequence);
+    vigil_put_u64(out + 20, f->timestamp_us);
+    vigil_put_u32(out + 28, vigil_f32_bits(f->sample_rate));
     p = out + VIGIL_FIXED_HEADER;
     for (c = 0; c < f->n_channels; c++, p += VIGIL_PER_CHANNEL) {
         p[0] = f->kinds[c];
