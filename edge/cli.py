@@ -42,7 +42,9 @@ def _cmd_stream(args: argparse.Namespace) -> int:
     transport = open_source(args.source)
     seconds = None if args.seconds == 0 else args.seconds
     try:
-        asyncio.run(watch(transport, seconds=seconds, report_s=args.every, quiet=args.quiet))
+        asyncio.run(
+            watch(transport, seconds=seconds, report_s=args.every, quiet=args.quiet, blocks=args.blocks)
+        )
     except KeyboardInterrupt:
         pass
     return 0
@@ -95,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--every", type=float, default=5.0, help="seconds between statistics tables")
     p.add_argument("--quiet", action="store_true", help="only the statistics tables, no per-event lines")
+    p.add_argument("--blocks", action="store_true", help="also print every checked, timestamped sample block")
     p.set_defaults(func=_cmd_stream)
 
     p = sub.add_parser("devices", help="find devices")

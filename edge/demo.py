@@ -110,8 +110,10 @@ def stream_record(
                 time.sleep(lag)
     beats_all.append(detector.finish())
     beats = np.concatenate(beats_all)
-    out.write(f"\n{len(beats)} beats in {len(signal) / fs:.0f} s; {len(pauses)} pauses; "
-              f"{detector.n_bad} bad samples held\n")
+    out.write(
+        f"\n{len(beats)} beats in {len(signal) / fs:.0f} s; {len(pauses)} pauses; "
+        f"{detector.n_bad} bad samples held\n"
+    )
     _score_against_reference(path, beats, fs, len(signal), out)
 
 

@@ -14,7 +14,7 @@ import time
 from collections import Counter
 from typing import TextIO
 
-from vigil.firmware_bridge.streams import SignalLost, StreamChecker, StreamReset
+from vigil.firmware_bridge.streams import Delivered, SignalLost, StreamChecker, StreamReset
 from vigil.firmware_bridge.transport import LinkEvent, Received, Transport
 
 _COLUMNS = ("device", "frames", "bytes", "errors", "gaps", "lost", "dup", "late", "resets", "drift ppm")
@@ -46,6 +46,18 @@ def stats_table(checker: StreamChecker) -> str:
     return "\n".join("  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in rows)
 
 
+def describe_block(ev: Delivered, t0: float = 0.0) -> str:
+    """One line for a delivered sample block: who, which, when (monitor clock, seconds after ``t0``)
+    and what."""
+    f = ev.frame
+    kinds = ",".join(k.name for k in dict.fromkeys(f.kinds))
+    first = ", ".join(f"{v:.4g}" for v in f.physical()[0, :4])
+    return (
+        f"device {f.device_id} stream {f.stream_id} seq {f.sequence} t={ev.monitor_time - t0:+.3f}s "
+        f"{f.n_samples}x{f.n_channels} {kinds} @ {f.sample_rate:g} Hz first=[{first}]"
+    )
+
+
 def describe(event: LinkEvent | SignalLost | StreamReset) -> str:
     """One line for a link change, a loss of signal or a stream reset."""
     if isinstance(event, LinkEvent):
@@ -71,8 +83,10 @@ async def watch(
     report_s: float = 5.0,
     out: TextIO = sys.stdout,
     quiet: bool = False,
+    blocks: bool = False,
 ) -> StreamChecker:
-    """Consume ``transport`` for ``seconds`` (None: until it ends) and report as it goes."""
+    """Consume ``transport`` for ``seconds`` (None: until it ends) and report as it goes; with
+    ``blocks`` also print every checked sample block."""
     checker = StreamChecker()
     charged: Counter = Counter()
     t0 = time.monotonic()
@@ -84,7 +98,9 @@ async def watch(
             lines = [describe(item)] if isinstance(item, LinkEvent) else []
             if isinstance(item, Received):
                 lines = [
-                    describe(ev) for ev in checker.check(item) if isinstance(ev, SignalLost | StreamReset)
+                    describe_block(ev, t0) if isinstance(ev, Delivered) else describe(ev)
+                    for ev in checker.check(item)
+                    if isinstance(ev, SignalLost | StreamReset) or (blocks and isinstance(ev, Delivered))
                 ]
             if not quiet and lines:
                 out.write("".join(line + "\n" for line in lines))

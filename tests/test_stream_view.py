@@ -53,10 +53,12 @@ async def test_watch_reports_frames_gaps_and_rejections_per_device(data_dir):
         await transport.close()
 
     sender = asyncio.create_task(send())
-    checker = await asyncio.wait_for(watch(transport, report_s=10.0, out=out), timeout=30)
+    checker = await asyncio.wait_for(watch(transport, report_s=10.0, out=out, blocks=True), timeout=30)
     await sender
     text = out.getvalue()
     assert "device 7 stream 0: signal lost" in text and "(2 frames)" in text
+    assert "device 8 stream 0 seq 39 " in text and "36x2 ECG @ 360 Hz" in text
+    assert "device 7 stream 0 seq 10 " not in text  # lost, never stitched in
     s7, s8 = checker.stats(7), checker.stats(8)
     assert (s7.frames, s7.gaps, s7.frames_lost) == (38, 1, 2)
     assert (s8.frames, s8.gaps, s8.frames_lost) == (40, 0, 0)
