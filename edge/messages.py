@@ -1,0 +1,90 @@
+"""What the monitor publishes: topics and JSON payloads (schema version 1).
+
+Topics are ``vigil/<site>/<device>/{alert,vitals,status}`` and, inbound, ``.../command``; they
+carry device identifiers, never patient identifiers. Every payload carries ``schema``, a unique
+``id`` (consumers de-duplicate on it: QoS 1 delivers at least once), the device time of the
+underlying samples and the monitor's wall-clock time of publication.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from enum import Enum
+from typing import Any
+
+SCHEMA_ALERT = "vigil.alert/1"
+SCHEMA_VITALS = "vigil.vitals/1"
+SCHEMA_STATUS = "vigil.status/1"
+
+
+class Priority(Enum):
+    """IEC 60601-1-8 alarm priorities."""
+
+    HIGH = "high"
+    MEDIUM = "medium"
+    LOW = "low"
+
+
+class AlarmState(Enum):
+    """Lifecycle of one alarm condition as reported on the ``alert`` topic."""
+
+    RAISED = "raised"
+    ESCALATED = "escalated"
+    CLEARED = "cleared"
+    ACKNOWLEDGED = "acknowledged"
+    SILENCED = "silenced"
+
+
+def topic(site: str, device: str, kind: str) -> str:
+    """``vigil/<site>/<device>/<kind>``; site and device must be single topic levels."""
+    for name, part in (("site", site), ("device", device)):
+        if not part or any(c in part for c in "/+#\x00"):
+            raise ValueError(f"{name} {part!r} must be a non-empty MQTT topic level without / + # or NUL")
+    if kind not in ("alert", "vitals", "status", "command"):
+        raise ValueError(f"unknown topic kind {kind!r}")
+    return f"vigil/{site}/{device}/{kind}"
+
+
+def _now_iso() -> str:
+    t = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1000):03d}Z"
+
+
+@dataclass(frozen=True)
+class Alert:
+    """One alarm event: an alarm condition of one device changed state."""
+
+    site: str
+    device: str
+    alarm: str  # e.g. "asystole", "tachycardia", "lead_off"
+    priority: Priority
+    state: AlarmState
+    device_time_us: int
+    message: str = ""
+    value: dict[str, Any] = field(default_factory=dict)
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    monitor_time: str = field(default_factory=_now_iso)
+
+    @property
+    def topic(self) -> str:
+        return topic(self.site, self.device, "alert")
+
+    def to_json(self) -> bytes:
+        d = asdict(self)
+        d["priority"], d["state"] = self.priority.value, self.state.value
+        return json.dumps({"schema": SCHEMA_ALERT, **d}, separators=(",", ":"), sort_keys=True).encode()
+
+    @classmethod
+    def from_json(cls, payload: bytes | str) -> Alert:
+        """Parse an alert payload; ``ValueError`` for anything that is not schema-1 alert JSON."""
+        try:
+            d = json.loads(payload)
+            if d.pop("schema") != SCHEMA_ALERT:
+                raise ValueError("not a vigil.alert/1 payload")
+            d["priority"], d["state"] = Priority(d["priority"]), AlarmState(d["state"])
+            return cls(**d)
+        except (KeyError, TypeError, json.JSONDecodeError) as exc:
+            raise ValueError(f"malformed alert payload: {exc}") from None
