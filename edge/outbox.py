@@ -1,0 +1,331 @@
+"""Durable outbox: every alert and vitals message is committed to SQLite before it is published.
+
+Why SQLite in WAL mode: one file, atomic commits, readers never block the writer, and a process killed
+at any instant leaves either the whole row or none of it.
+
+Durability (``synchronous``): ``put`` commits with ``synchronous=FULL`` by default, so the WAL is fsynced
+before ``put`` returns and an alert survives a power cut, not only a crash. The cost is one fsync per
+commit (``put_many`` shares one fsync between many rows). ``NORMAL`` in WAL mode survives a killed
+process but may lose the last commits on power loss; that is an acceptable trade only for bookkeeping,
+so ``mark_inflight``/``ack``/``requeue_inflight`` always commit with ``NORMAL``: losing one of those
+to a power cut means a message is sent again, which consumers already de-duplicate by ``id``.
+
+Bounded disk use: stored bytes (topic + payload + a fixed per-row overhead) are kept under
+``max_bytes``. When a put goes over, rows are dropped oldest first within each class, classes in this
+order: vitals (and any non-alert kind), then low, then medium alerts. High-priority alerts are never
+dropped; if only they remain the put is accepted and the outbox reports itself over budget. A put may
+drop its own row (a vitals sample into an outbox full of alerts). Every drop is counted per class and
+logged. The database file follows the stored bytes (freed pages are reused); the WAL is checkpointed
+and truncated to ``journal_size_limit``.
+
+Threads: one connection shared under a lock (``check_same_thread=False``). SQLite serialises writers
+anyway, and a Python lock hands over faster than SQLite's busy-wait, so a writer thread (``put``), a
+sender thread and the MQTT network thread may all call in.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from enum import IntEnum
+from pathlib import Path
+
+from vigil.edge.messages import Priority
+
+log = logging.getLogger(__name__)
+
+ROW_OVERHEAD = 64
+"""Bytes charged per row on top of topic and payload (SQLite record, index entries)."""
+
+
+class RowState(IntEnum):
+    """Where a row is in its delivery: pending -> inflight -> deleted on PUBACK."""
+
+    PENDING = 0
+    INFLIGHT = 1
+    REJECTED = 2  # the broker answered with a failure reason code; kept for inspection, not resent
+
+
+class DropClass(IntEnum):
+    """Drop order when over budget: lowest first; ``HIGH`` is never dropped."""
+
+    VITALS = 0
+    LOW = 1
+    MEDIUM = 2
+    HIGH = 3
+
+
+_PRIORITY_CLASS = {
+    Priority.LOW: DropClass.LOW,
+    Priority.MEDIUM: DropClass.MEDIUM,
+    Priority.HIGH: DropClass.HIGH,
+}
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reused: a stale ack cannot hit a newer row
+    topic TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    kind TEXT NOT NULL,
+    priority TEXT,
+    class INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    state INTEGER NOT NULL DEFAULT 0,
+    mid INTEGER,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    created REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS outbox_state ON outbox (state, id);
+CREATE INDEX IF NOT EXISTS outbox_drop ON outbox (class, id) WHERE class < 3;
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    """One stored message."""
+
+    id: int
+    topic: str
+    payload: bytes
+    kind: str
+    priority: str | None
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxCounts:
+    """Rows per state, stored bytes against the budget, and drops per class since open."""
+
+    pending: int
+    inflight: int
+    rejected: int
+    bytes: int
+    max_bytes: int
+    dropped: dict[str, int]
+
+    @property
+    def over_budget(self) -> bool:
+        return self.bytes > self.max_bytes
+
+    @property
+    def dropped_total(self) -> int:
+        return sum(self.dropped.values())
+
+
+def drop_class(kind: str, priority: Priority | str | None) -> DropClass:
+    """Class of a message for the drop policy; alerts must carry a priority."""
+    if kind != "alert":
+        return DropClass.VITALS
+    if priority is None:
+        raise ValueError("an alert needs a priority")
+    return _PRIORITY_CLASS[Priority(priority)]
+
+
+class Outbox:
+    """SQLite-backed FIFO of messages awaiting a PUBACK."""
+
+    def __init__(
+        self, path: str | Path, max_bytes: int = 64 * 1024 * 1024, synchronous: str = "FULL"
+    ) -> None:
+        if max_bytes <= 0:
+            raise ValueError("max_bytes must be positive")
+        if synchronous.upper() not in ("FULL", "NORMAL", "EXTRA"):
+            raise ValueError("synchronous must be FULL, EXTRA or NORMAL")
+        self.path = Path(path)
+        self.max_bytes = max_bytes
+        self._put_sync = synchronous.upper()
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute(f"PRAGMA journal_size_limit={4 * 1024 * 1024}")
+        self._db.execute("PRAGMA busy_timeout=5000")  # other processes (tools) opening the file
+        self._db.executescript(_SCHEMA)
+        self._sync = ""
+        self._set_sync(self._put_sync)
+        self._bytes = self._db.execute("SELECT COALESCE(SUM(size), 0) FROM outbox").fetchone()[0]
+        self._dropped = {c.name.lower(): 0 for c in DropClass if c is not DropClass.HIGH}
+        self._closed = False
+
+    # -- writing ---------------------------------------------------------------------------------
+
+    def put(self, topic: str, payload: bytes, priority: Priority | str | None, kind: str) -> int:
+        """Store one message; committed (fsynced with ``FULL``) before the row id is returned."""
+        return self.put_many([(topic, payload, priority, kind)])[0]
+
+    def put_many(self, items: Iterable[tuple[str, bytes, Priority | str | None, str]]) -> list[int]:
+        """Store several messages in one transaction (one fsync); all are committed on return."""
+        now = time.time()
+        rows = []
+        for topic, payload, priority, kind in items:
+            cls = drop_class(kind, priority)
+            pri = None if priority is None else Priority(priority).value
+            size = len(topic.encode()) + len(payload) + ROW_OVERHEAD
+            rows.append((topic, bytes(payload), kind, pri, int(cls), size, now))
+        with self._lock:
+            self._check_open()
+            self._set_sync(self._put_sync)
+            ids = []
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                for row in rows:
+                    cur = self._db.execute(
+                        "INSERT INTO outbox (topic, payload, kind, priority, class, size, created)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        row,
+                    )
+                    ids.append(cur.lastrowid)
+                added = sum(r[5] for r in rows)
+                dropped = self._enforce_budget(self._bytes + added)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._bytes += added - sum(size for _, _, size in dropped)
+            self._log_drops(dropped)
+            return ids
+
+    def _enforce_budget(self, total: int) -> list[tuple[int, int, int]]:
+        """Delete rows in drop order until ``total`` fits; returns (id, class, size) of each drop."""
+        dropped: list[tuple[int, int, int]] = []
+        while total > self.max_bytes:
+            batch = self._db.execute(
+                "SELECT id, class, size FROM outbox WHERE class < 3 ORDER BY class, id LIMIT 256"
+            ).fetchall()
+            if not batch:
+                break  # only high-priority alerts left: accept, report over budget
+            victims = []
+            for row in batch:
+                if total <= self.max_bytes:
+                    break
+                victims.append(row)
+                total -= row[2]
+            self._db.executemany("DELETE FROM outbox WHERE id = ?", [(v[0],) for v in victims])
+            dropped.extend(victims)
+        return dropped
+
+    def _log_drops(self, dropped: Sequence[tuple[int, int, int]]) -> None:
+        if not dropped:
+            if self._bytes > self.max_bytes:
+                log.warning(
+                    "outbox over budget with high-priority alerts only: %d > %d bytes",
+                    self._bytes,
+                    self.max_bytes,
+                )
+            return
+        per_class: dict[str, int] = {}
+        for _, cls, _ in dropped:
+            name = DropClass(cls).name.lower()
+            per_class[name] = per_class.get(name, 0) + 1
+            self._dropped[name] += 1
+        log.warning(
+            "outbox over budget (%d bytes): dropped %s (row ids %d..%d)",
+            self.max_bytes,
+            ", ".join(f"{n} {c}" for c, n in per_class.items()),
+            min(d[0] for d in dropped),
+            max(d[0] for d in dropped),
+        )
+
+    # -- delivery bookkeeping ----------------------------------------------------------------------
+
+    def pending(self, limit: int = 100) -> list[OutboxRow]:
+        """Up to ``limit`` rows not yet in flight, oldest first (insertion order)."""
+        with self._lock:
+            self._check_open()
+            cur = self._db.execute(
+                "SELECT id, topic, payload, kind, priority, attempts FROM outbox"
+                " WHERE state = 0 ORDER BY id LIMIT ?",
+                (limit,),
+            )
+            return [OutboxRow(*r) for r in cur.fetchall()]
+
+    def mark_inflight(self, row_id: int, mid: int) -> None:
+        """Record that ``row_id`` was handed to the MQTT client as packet ``mid``."""
+        self.mark_inflight_many([(row_id, mid)])
+
+    def mark_inflight_many(self, pairs: Sequence[tuple[int, int]]) -> None:
+        self._bookkeep(
+            "UPDATE outbox SET state = 1, mid = ?, attempts = attempts + 1 WHERE id = ?",
+            [(mid, row_id) for row_id, mid in pairs],
+        )
+
+    def ack(self, row_id: int) -> None:
+        """PUBACK with a success code: the broker owns the message now, delete the row."""
+        self.ack_many([row_id])
+
+    def ack_many(self, row_ids: Sequence[int]) -> None:
+        if not row_ids:
+            return
+        with self._lock:
+            self._check_open()
+            self._set_sync("NORMAL")
+            self._db.execute("BEGIN IMMEDIATE")
+            freed = 0
+            for row_id in row_ids:
+                r = self._db.execute("DELETE FROM outbox WHERE id = ? RETURNING size", (row_id,)).fetchone()
+                freed += r[0] if r else 0  # gone already: dropped by the budget while in flight
+            self._db.execute("COMMIT")
+            self._bytes -= freed
+
+    def reject(self, row_id: int) -> None:
+        """PUBACK with a failure code (e.g. not authorised): keep the row aside, never resend it."""
+        self._bookkeep("UPDATE outbox SET state = 2 WHERE id = ?", [(row_id,)])
+
+    def requeue_inflight(self) -> int:
+        """In-flight rows back to pending (after a restart, or when the client lost its session
+        state); they are sent again in their original order. Returns how many."""
+        with self._lock:
+            self._check_open()
+            self._set_sync("NORMAL")
+            return self._db.execute("UPDATE outbox SET state = 0, mid = NULL WHERE state = 1").rowcount
+
+    def _bookkeep(self, sql: str, params: Sequence[tuple]) -> None:
+        with self._lock:
+            self._check_open()
+            self._set_sync("NORMAL")
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.executemany(sql, params)
+            self._db.execute("COMMIT")
+
+    # -- inspection ------------------------------------------------------------------------------
+
+    def counts(self) -> OutboxCounts:
+        with self._lock:
+            self._check_open()
+            per_state = dict(self._db.execute("SELECT state, COUNT(*) FROM outbox GROUP BY state").fetchall())
+            return OutboxCounts(
+                pending=per_state.get(RowState.PENDING, 0),
+                inflight=per_state.get(RowState.INFLIGHT, 0),
+                rejected=per_state.get(RowState.REJECTED, 0),
+                bytes=self._bytes,
+                max_bytes=self.max_bytes,
+                dropped=dict(self._dropped),
+            )
+
+    def __len__(self) -> int:
+        c = self.counts()
+        return c.pending + c.inflight + c.rejected
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._db.close()
+
+    def __enter__(self) -> Outbox:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _set_sync(self, level: str) -> None:
+        if self._sync != level:  # a flag on the connection, applied at the next commit
+            self._db.execute(f"PRAGMA synchronous={level}")
+            self._sync = level
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("outbox is closed")
