@@ -7,8 +7,12 @@ Durability (``synchronous``): ``put`` commits with ``synchronous=FULL`` by defau
 before ``put`` returns and an alert survives a power cut, not only a crash. The cost is one fsync per
 commit (``put_many`` shares one fsync between many rows). ``NORMAL`` in WAL mode survives a killed
 process but may lose the last commits on power loss; that is an acceptable trade only for bookkeeping,
-so ``mark_inflight``/``ack``/``requeue_inflight`` always commit with ``NORMAL``: losing one of those
-to a power cut means a message is sent again, which consumers already de-duplicate by ``id``.
+so ``ack``/``reject`` always commit with ``NORMAL``: losing one of those to a power cut means a message
+is sent again, which consumers already de-duplicate by ``id``.
+
+In flight is a property of a live MQTT session, not of the stored message: ``mark_inflight`` records it
+in memory only (no disk write per publish), and a reopened outbox has every stored row pending again,
+in insertion order. ``requeue_inflight`` does the same for a live outbox whose client lost its session.
 
 Bounded disk use: stored bytes (topic + payload + a fixed per-row overhead) are kept under
 ``max_bytes``. When a put goes over, rows are dropped oldest first within each class, classes in this
@@ -43,10 +47,9 @@ ROW_OVERHEAD = 64
 
 
 class RowState(IntEnum):
-    """Where a row is in its delivery: pending -> inflight -> deleted on PUBACK."""
+    """Stored state of a row: pending (in flight is kept in memory), or set aside. Acked rows are deleted."""
 
     PENDING = 0
-    INFLIGHT = 1
     REJECTED = 2  # the broker answered with a failure reason code; kept for inspection, not resent
 
 
@@ -75,8 +78,6 @@ CREATE TABLE IF NOT EXISTS outbox (
     class INTEGER NOT NULL,
     size INTEGER NOT NULL,
     state INTEGER NOT NULL DEFAULT 0,
-    mid INTEGER,
-    attempts INTEGER NOT NULL DEFAULT 0,
     created REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS outbox_state ON outbox (state, id);
@@ -93,7 +94,6 @@ class OutboxRow:
     payload: bytes
     kind: str
     priority: str | None
-    attempts: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,8 +146,13 @@ class Outbox:
         self._db.executescript(_SCHEMA)
         self._sync = ""
         self._set_sync(self._put_sync)
+        # Totals live in memory (read once here) so counts() never scans the table.
         self._bytes = self._db.execute("SELECT COALESCE(SUM(size), 0) FROM outbox").fetchone()[0]
+        states = dict(self._db.execute("SELECT state, COUNT(*) FROM outbox GROUP BY state").fetchall())
+        self._n = {RowState.PENDING: states.get(0, 0), RowState.REJECTED: states.get(2, 0)}
         self._dropped = {c.name.lower(): 0 for c in DropClass if c is not DropClass.HIGH}
+        self._inflight: dict[int, int] = {}  # row id -> MQTT packet id
+        self._cursor = 0  # highest row id handed out since open or requeue
         self._closed = False
 
     # -- writing ---------------------------------------------------------------------------------
@@ -184,16 +189,19 @@ class Outbox:
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
-            self._bytes += added - sum(size for _, _, size in dropped)
+            self._bytes += added - sum(d[2] for d in dropped)
+            self._n[RowState.PENDING] += len(rows)
+            for d in dropped:
+                self._n[RowState(d[3])] -= 1
             self._log_drops(dropped)
             return ids
 
-    def _enforce_budget(self, total: int) -> list[tuple[int, int, int]]:
-        """Delete rows in drop order until ``total`` fits; returns (id, class, size) of each drop."""
-        dropped: list[tuple[int, int, int]] = []
+    def _enforce_budget(self, total: int) -> list[tuple[int, int, int, int]]:
+        """Delete rows in drop order until ``total`` fits; returns (id, class, size, state) of each drop."""
+        dropped: list[tuple[int, int, int, int]] = []
         while total > self.max_bytes:
             batch = self._db.execute(
-                "SELECT id, class, size FROM outbox WHERE class < 3 ORDER BY class, id LIMIT 256"
+                "SELECT id, class, size, state FROM outbox WHERE class < 3 ORDER BY class, id LIMIT 256"
             ).fetchall()
             if not batch:
                 break  # only high-priority alerts left: accept, report over budget
@@ -204,10 +212,12 @@ class Outbox:
                 victims.append(row)
                 total -= row[2]
             self._db.executemany("DELETE FROM outbox WHERE id = ?", [(v[0],) for v in victims])
+            for v in victims:
+                self._inflight.pop(v[0], None)  # an in-flight row may be dropped; its PUBACK is a no-op
             dropped.extend(victims)
         return dropped
 
-    def _log_drops(self, dropped: Sequence[tuple[int, int, int]]) -> None:
+    def _log_drops(self, dropped: Sequence[tuple[int, int, int, int]]) -> None:
         if not dropped:
             if self._bytes > self.max_bytes:
                 log.warning(
@@ -217,7 +227,7 @@ class Outbox:
                 )
             return
         per_class: dict[str, int] = {}
-        for _, cls, _ in dropped:
+        for _, cls, _, _ in dropped:
             name = DropClass(cls).name.lower()
             per_class[name] = per_class.get(name, 0) + 1
             self._dropped[name] += 1
@@ -235,22 +245,30 @@ class Outbox:
         """Up to ``limit`` rows not yet in flight, oldest first (insertion order)."""
         with self._lock:
             self._check_open()
+            # Rows are handed out in id order, so every row at or below the cursor is in flight,
+            # acked or set aside; the cursor goes back to 0 on requeue.
             cur = self._db.execute(
-                "SELECT id, topic, payload, kind, priority, attempts FROM outbox"
-                " WHERE state = 0 ORDER BY id LIMIT ?",
-                (limit,),
+                "SELECT id, topic, payload, kind, priority FROM outbox"
+                " WHERE state = 0 AND id > ? ORDER BY id LIMIT ?",
+                (self._cursor, limit),
             )
             return [OutboxRow(*r) for r in cur.fetchall()]
 
     def mark_inflight(self, row_id: int, mid: int) -> None:
-        """Record that ``row_id`` was handed to the MQTT client as packet ``mid``."""
+        """Record (in memory) that ``row_id`` was handed to the MQTT client as packet ``mid``; it is
+        no longer returned by ``pending`` until acked, rejected or requeued."""
         self.mark_inflight_many([(row_id, mid)])
 
     def mark_inflight_many(self, pairs: Sequence[tuple[int, int]]) -> None:
-        self._bookkeep(
-            "UPDATE outbox SET state = 1, mid = ?, attempts = attempts + 1 WHERE id = ?",
-            [(mid, row_id) for row_id, mid in pairs],
-        )
+        with self._lock:
+            for row_id, mid in pairs:
+                self._inflight[row_id] = mid
+                self._cursor = max(self._cursor, row_id)
+
+    def inflight(self) -> dict[int, int]:
+        """Row id -> packet id of the rows in flight."""
+        with self._lock:
+            return dict(self._inflight)
 
     def ack(self, row_id: int) -> None:
         """PUBACK with a success code: the broker owns the message now, delete the row."""
@@ -263,43 +281,53 @@ class Outbox:
             self._check_open()
             self._set_sync("NORMAL")
             self._db.execute("BEGIN IMMEDIATE")
-            freed = 0
-            for row_id in row_ids:
-                r = self._db.execute("DELETE FROM outbox WHERE id = ? RETURNING size", (row_id,)).fetchone()
-                freed += r[0] if r else 0  # gone already: dropped by the budget while in flight
+            freed = deleted = 0
+            for i in range(0, len(row_ids), 500):
+                chunk = list(row_ids[i : i + 500])
+                marks = ",".join("?" * len(chunk))
+                # Rows already gone were dropped by the budget while in flight; state 0 only.
+                n, size = self._db.execute(
+                    "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM outbox"
+                    f" WHERE state = 0 AND id IN ({marks})",
+                    chunk,
+                ).fetchone()
+                self._db.execute(f"DELETE FROM outbox WHERE state = 0 AND id IN ({marks})", chunk)
+                freed += size
+                deleted += n
             self._db.execute("COMMIT")
+            for row_id in row_ids:
+                self._inflight.pop(row_id, None)
             self._bytes -= freed
+            self._n[RowState.PENDING] -= deleted
 
     def reject(self, row_id: int) -> None:
         """PUBACK with a failure code (e.g. not authorised): keep the row aside, never resend it."""
-        self._bookkeep("UPDATE outbox SET state = 2 WHERE id = ?", [(row_id,)])
+        with self._lock:
+            self._check_open()
+            self._inflight.pop(row_id, None)
+            self._set_sync("NORMAL")
+            if self._db.execute("UPDATE outbox SET state = 2 WHERE state = 0 AND id = ?", (row_id,)).rowcount:
+                self._n[RowState.PENDING] -= 1
+                self._n[RowState.REJECTED] += 1
 
     def requeue_inflight(self) -> int:
         """In-flight rows back to pending (after a restart, or when the client lost its session
         state); they are sent again in their original order. Returns how many."""
         with self._lock:
-            self._check_open()
-            self._set_sync("NORMAL")
-            return self._db.execute("UPDATE outbox SET state = 0, mid = NULL WHERE state = 1").rowcount
-
-    def _bookkeep(self, sql: str, params: Sequence[tuple]) -> None:
-        with self._lock:
-            self._check_open()
-            self._set_sync("NORMAL")
-            self._db.execute("BEGIN IMMEDIATE")
-            self._db.executemany(sql, params)
-            self._db.execute("COMMIT")
+            n = len(self._inflight)
+            self._inflight.clear()
+            self._cursor = 0
+            return n
 
     # -- inspection ------------------------------------------------------------------------------
 
     def counts(self) -> OutboxCounts:
         with self._lock:
             self._check_open()
-            per_state = dict(self._db.execute("SELECT state, COUNT(*) FROM outbox GROUP BY state").fetchall())
             return OutboxCounts(
-                pending=per_state.get(RowState.PENDING, 0),
-                inflight=per_state.get(RowState.INFLIGHT, 0),
-                rejected=per_state.get(RowState.REJECTED, 0),
+                pending=self._n[RowState.PENDING] - len(self._inflight),
+                inflight=len(self._inflight),
+                rejected=self._n[RowState.REJECTED],
                 bytes=self._bytes,
                 max_bytes=self.max_bytes,
                 dropped=dict(self._dropped),
