@@ -210,3 +210,68 @@ def make_certs(workdir: Path) -> dict[str, Path]:
     for key in d.glob("*.key"):
         key.chmod(0o600)
     return {n: d / n for n in ("ca.crt", "server.crt", "server.key", "client.crt", "client.key")}
+
+
+class Collector:
+    """A subscriber with a persistent session (so it misses nothing across a broker restart) that
+    records every message; alerts are de-duplicated by their ``id``."""
+
+    def __init__(
+        self,
+        broker: Broker,
+        topic_filter: str = "vigil/#",
+        client_id: str = "test-collector",
+        username: str | None = None,
+        password: str | None = None,
+        tls_ca: Path | None = None,
+    ) -> None:
+        import threading
+
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
+        from paho.mqtt.packettypes import PacketTypes
+        from paho.mqtt.properties import Properties
+
+        self.messages: list = []  # paho MQTTMessage objects, in arrival order
+        self._lock = threading.Lock()
+        self._subscribed = threading.Event()
+        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+        c.reconnect_delay_set(0.1, 0.5)  # type: ignore[arg-type]
+        if username is not None:
+            c.username_pw_set(username, password)
+        if tls_ca is not None:
+            c.tls_set(ca_certs=str(tls_ca))
+        c.on_connect = lambda cl, u, f, rc, p: cl.subscribe(topic_filter, qos=1)
+        c.on_subscribe = lambda cl, u, mid, rcs, p: self._subscribed.set()
+        c.on_message = self._on_message
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = 600
+        c.connect_async(broker.host, broker.port, clean_start=False, properties=props)
+        c.loop_start()
+        self.client = c
+        if not self._subscribed.wait(10):
+            raise RuntimeError("collector did not subscribe")
+
+    def _on_message(self, client: object, userdata: object, msg: object) -> None:
+        with self._lock:
+            self.messages.append(msg)
+
+    def alert_ids(self) -> list[str]:
+        """Alert ids in arrival order, duplicates included."""
+        import json
+
+        with self._lock:
+            return [json.loads(m.payload)["id"] for m in self.messages if m.topic.endswith("/alert")]
+
+    def wait_for(self, ids: set[str], timeout: float) -> set[str]:
+        """Wait until every id in ``ids`` has arrived; returns the ids still missing."""
+        deadline = time.monotonic() + timeout
+        while True:
+            missing = ids - set(self.alert_ids())
+            if not missing or time.monotonic() > deadline:
+                return missing
+            time.sleep(0.05)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
