@@ -391,8 +391,8 @@ class MQTTPublisher:
     def _on_disconnect(
         self, client: mqtt.Client, userdata: Any, flags: mqtt.DisconnectFlags, rc: ReasonCode, props: Any
     ) -> None:
-        if self._state is ConnectionState.STOPPED:
-            return
+        if self._state in (ConnectionState.STOPPED, ConnectionState.RECONNECTING):
+            return  # stopping, or the close that follows a refused CONNACK (keep that reason)
         self._last_error = f"disconnected: {rc}"
         log.warning("MQTT connection to %s:%d lost (%s); reconnecting with backoff", self.host, self.port, rc)
         self._set_state(ConnectionState.RECONNECTING)
