@@ -5,10 +5,12 @@ commands. A refused publish must never reach a subscriber."""
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -129,3 +131,87 @@ def test_anonymous_and_wrong_password_refused(acl_broker: Broker) -> None:
         c.disconnect()
         c.loop_stop()
         assert result and result[0].is_failure
+
+
+def test_deploy_config_as_shipped_serves_tls(tmp_path: Path) -> None:
+    """deploy/mosquitto/mosquitto.conf with only paths and ports swapped: it parses, the TLS listener
+    verifies against the CA, and the monitor user can publish an alert through it."""
+    from broker import free_port, make_certs, require_mosquitto
+
+    from vigil.edge.messages import AlarmState, Alert, Priority
+    from vigil.edge.outbox import Outbox
+    from vigil.edge.publisher import MQTTPublisher, TLSConfig
+
+    certs = make_certs(tmp_path / "certs")
+    passwd = tmp_path / "passwd"
+    subprocess.run(
+        ["sh", str(DEPLOY / "make-passwd.sh"), str(passwd)],
+        input=b"vigil-monitor:pw-monitor\nvigil-station:pw-station\n",
+        check=True,
+        capture_output=True,
+        env={
+            **os.environ,
+            "PATH": os.environ.get("PATH", "") + ":" + str(Path(require_tool("mosquitto_passwd")).parent),
+        },
+    )
+    tls_port, plain_port = free_port(), free_port()
+    conf = (DEPLOY / "mosquitto.conf").read_text()
+    for old, new in {
+        "/etc/mosquitto/vigil.passwd": str(passwd),
+        "/etc/mosquitto/vigil.acl": str(DEPLOY / "acl"),
+        "/var/lib/mosquitto/": f"{tmp_path}/",
+        "/etc/mosquitto/certs/": f"{tmp_path / 'certs'}/",
+        "log_dest syslog": f"log_dest file {tmp_path / 'mosquitto.log'}",
+        "listener 8883": f"listener {tls_port} 127.0.0.1",
+        "listener 1883 127.0.0.1": f"listener {plain_port} 127.0.0.1",
+    }.items():
+        assert old in conf
+        conf = conf.replace(old, new)
+    if os.geteuid() == 0:
+        conf = "user root\n" + conf
+    (tmp_path / "mosquitto.conf").write_text(conf)
+    proc = subprocess.Popen(
+        [require_mosquitto(), "-c", str(tmp_path / "mosquitto.conf")], stderr=subprocess.PIPE
+    )
+    try:
+        b = SimpleNamespace(host="127.0.0.1", port=tls_port)  # all Collector needs of a Broker
+        deadline = time.monotonic() + 10
+        while True:
+            assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else "mosquitto exited"
+            try:
+                socket.create_connection(("127.0.0.1", tls_port), timeout=0.2).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+        station = Collector(
+            b,  # type: ignore[arg-type]
+            client_id="station",
+            username="vigil-station",
+            password="pw-station",
+            tls_ca=certs["ca.crt"],
+        )
+        try:
+            with Outbox(tmp_path / "o.db") as ob:
+                pub = MQTTPublisher(
+                    ob,
+                    "127.0.0.1",
+                    tls_port,
+                    site="site1",
+                    monitor_id="mon-1",
+                    username="vigil-monitor",
+                    password="pw-monitor",
+                    tls=TLSConfig(str(certs["ca.crt"])),
+                )
+                with pub:
+                    assert pub.wait_connected(10)
+                    assert pub.stats().window == 100  # the shipped Receive Maximum
+                    a = Alert("site1", "ecg-1", "asystole", Priority.HIGH, AlarmState.RAISED, 0)
+                    pub.publish_alert(a)
+                    assert pub.flush(10)
+                    assert not station.wait_for({a.id}, 10)
+        finally:
+            station.close()
+    finally:
+        proc.terminate()
+        proc.wait(10)
