@@ -153,6 +153,22 @@ _SPECS: dict[str, _Spec] = {
     "emg_burst": _Spec(True, "x baseline", False, "EMG RMS {v:.1f}x baseline for {d:g} s"),
 }
 
+
+def is_upper_limit(alarm: str) -> bool:
+    """True when ``alarm`` is raised at or above its threshold, False when at or below (KeyError: unknown)."""
+    return _SPECS[alarm].upper
+
+
+def unit_of(alarm: str) -> str:
+    """Unit of the value ``alarm``'s thresholds compare ("bpm", "s", "score", ...; "" for lead off)."""
+    return _SPECS[alarm].unit
+
+
+def is_technical(alarm: str) -> bool:
+    """True for technical (equipment) alarms, which the quality gate never suppresses."""
+    return _SPECS[alarm].technical
+
+
 #: Alarms a flat ECG trace does not suppress: those a missing beat raises.
 FLAT_TRACE_ALARMS = ("asystole", "pause", "bradycardia")
 #: Alarm -> the alarms it supersedes while its condition is present.

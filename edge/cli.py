@@ -69,6 +69,18 @@ def _cmd_devices_scan(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_config(args: argparse.Namespace) -> int:
+    from vigil.edge.config import load_config
+
+    path = args.file if args.config_command == "check" else args.config
+    config = load_config(path, args.overrides or ())  # a ConfigError is reported by main(), exit 2
+    if args.config_command == "check":
+        print("ok")
+    else:
+        sys.stdout.write(config.to_toml())
+    return 0
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -111,6 +123,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--speed", type=float, default=20.0, help="x real time; 0 = as fast as possible")
     p.add_argument("--seconds", type=float, default=120.0, help="signal seconds per record; 0 = all")
     p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("config", help="show or check the monitor configuration")
+    csub = p.add_subparsers(dest="config_command", required=True, metavar="ACTION")
+    set_help = "override one key, e.g. alarms.tachycardia.threshold=160 (repeatable; later wins)"
+    q = csub.add_parser("show", help="print the effective configuration, every key, as TOML")
+    q.add_argument("--config", metavar="FILE", help="TOML file (default: the embedded demo profile)")
+    q.add_argument("--set", dest="overrides", action="append", metavar="KEY=VALUE", help=set_help)
+    q.set_defaults(func=_cmd_config)
+    q = csub.add_parser("check", help="validate a configuration file: print ok, or the error and exit 2")
+    q.add_argument("file", metavar="FILE", help="TOML file")
+    q.add_argument("--set", dest="overrides", action="append", metavar="KEY=VALUE", help=set_help)
+    q.set_defaults(func=_cmd_config)
     return parser
 
 

@@ -2,10 +2,17 @@
 
 Layers, later wins: the defaults written in the dataclasses below <- one TOML file (with no file:
 the embedded demo profile ``defaults.toml``, simulated devices and no broker) <- overrides such as
-``alarms.tachycardia.threshold_bpm=160`` or ``devices.0.source=udp://0.0.0.0:9000``. Every key is
+``alarms.tachycardia.threshold=160`` or ``devices.0.source=udp://0.0.0.0:9000``. Every key is
 checked when loaded: unknown keys, wrong types, out-of-range or inconsistent values raise
 :class:`ConfigError` naming the key path, the bad value and where it came from.
 ``deploy/vigil.example.toml`` documents every key.
+
+``[alarms]`` is the alarm engine's own schema: :attr:`Config.alarms` is a
+:class:`vigil.edge.alarms.AlarmConfig`, ready for :class:`~vigil.edge.alarms.AlarmEngine`. Its scalar
+keys are the engine settings and ``[alarms.<name>]`` holds one :class:`~vigil.edge.alarms.AlarmRule`
+per name in :data:`~vigil.edge.alarms.ALARMS`; keys left out keep ``AlarmConfig()``'s values. TOML
+has no null, so a rule's ``escalation_after_s = 0`` means never (None) and ``clear_threshold`` equal
+to ``threshold`` means no hysteresis (None); the dump writes them that way.
 
 :meth:`Config.to_toml` writes the effective configuration; loading it back gives an equal
 ``Config``. Secrets never live here: the MQTT password is read from ``mqtt.password_file`` at
@@ -19,6 +26,7 @@ import math
 import re
 import socket
 import tomllib
+import types
 import typing
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -27,23 +35,18 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from .alarms import ALARMS, AlarmConfig, AlarmRule, is_upper_limit, unit_of
 from .messages import Priority, topic
 
 #: The embedded configuration ``load_config(None)`` reads: the demo profile, no broker needed.
 DEFAULTS_FILE = Path(__file__).with_name("defaults.toml")
 
 DEVICE_KINDS = ("ecg", "eeg", "emg")
-#: Alarms that watch the signal itself; ``quality.suppresses`` may only name these.
-PHYSIOLOGICAL_ALARMS = (
-    "asystole", "bradycardia", "tachycardia", "pause", "atrial_fibrillation", "seizure", "emg_burst"
-)  # fmt: skip
-#: Alarms about the equipment (IEC 60601-1-8 technical alarm conditions).
-TECHNICAL_ALARMS = ("lead_off", "poor_signal", "device_lost", "battery_low")
 
 
 class ConfigError(ValueError):
     """A configuration value is missing, unknown, mistyped or out of range. ``key`` is its dotted
-    path (``alarms.tachycardia.threshold_bpm``, ``devices.2.id``), ``also`` the other keys of a rule
+    path (``alarms.tachycardia.threshold``, ``devices.2.id``), ``also`` the other keys of a rule
     that involves several, ``origin`` where the value came from (a file or a ``--set``)."""
 
     def __init__(self, key: str, message: str, origin: str = "", also: tuple[str, ...] = ()) -> None:
@@ -101,6 +104,17 @@ def _check_topic_level(key: str, value: str) -> None:
         ) from None
 
 
+def _check_range(
+    key: str, value: float, lo: float | None, hi: float | None, above: bool = False, unit: str = ""
+) -> None:
+    """``value`` in ``[lo, hi]`` (``(lo, hi]`` with ``above``; None: unbounded), else ConfigError."""
+    if lo is not None and (value <= lo if above else value < lo) or hi is not None and value > hi:
+        parts = [] if lo is None else [f"> {lo:g}" if above else f">= {lo:g}"]
+        parts += [] if hi is None else [f"<= {hi:g}"]
+        rule = " and ".join(parts) + (f" ({unit})" if unit else "")
+        raise ConfigError(key, f"must be {rule}, got {_show(value)}")
+
+
 class _Section:
     """Range checks from field metadata, then the section's own rules (``_check``), on every
     construction; errors carry key paths relative to the section."""
@@ -108,11 +122,8 @@ class _Section:
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):  # type: ignore[arg-type]
             value, meta = getattr(self, f.name), f.metadata
-            lo, hi, above = meta.get("lo"), meta.get("hi"), meta.get("above", False)
-            if lo is not None and (value <= lo if above else value < lo) or hi is not None and value > hi:
-                low = f"> {lo:g}" if above else f">= {lo:g}"
-                rule = f"{low} and <= {hi:g}" if hi is not None else low
-                raise ConfigError(f.name, f"must be {rule}, got {_show(value)}")
+            if "lo" in meta:
+                _check_range(f.name, value, meta["lo"], meta["hi"], meta["above"])
             if "choices" in meta and value not in meta["choices"]:
                 raise ConfigError(f.name, f"must be one of {', '.join(meta['choices'])}; got {_show(value)}")
         self._check()
@@ -202,226 +213,146 @@ def _check_source(source: str) -> dict[str, str]:
     return {k: v[-1] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
 
 
-@dataclass(frozen=True)
-class AlarmRule(_Section):
-    """What every alarm type has. ``condition_delay_s``: how long the condition must hold before the
-    alarm is raised; ``latching``: stays raised after the condition ends until acknowledged;
-    ``escalation_after_s``: unacknowledged this long, the alarm is escalated (0: never)."""
+# ----------------------------------------------------------------------------------------------
+# Alarms: the engine's own schema (edge.alarms.AlarmConfig / AlarmRule), checked here with key paths.
+#
+# TOML conventions for the two AlarmRule fields that may be None:
+#   clear_threshold     None means "= threshold" (no hysteresis). The dump writes the threshold;
+#                       a clear_threshold equal to the threshold loads as None.
+#   escalation_after_s  None means "never". TOML has no null: 0 means never (the dump writes 0).
+# A key left out keeps the engine's default for that alarm (AlarmConfig()), not AlarmRule's.
 
-    enabled: bool = True
-    priority: Priority = Priority.MEDIUM
-    condition_delay_s: float = _num(0.0, 0.0, 3600.0)
-    latching: bool = False
-    escalation_after_s: float = _num(0.0, 0.0, 86_400.0)
+#: The engine's built-in alarm configuration: the defaults of every [alarms] key.
+ENGINE_DEFAULTS = AlarmConfig()
 
-
-@dataclass(frozen=True)
-class AsystoleAlarm(AlarmRule):
-    """No beat for longer than ``threshold_s``."""
-
-    priority: Priority = Priority.HIGH
-    latching: bool = True
-    escalation_after_s: float = _num(30.0, 0.0, 86_400.0)
-    threshold_s: float = _num(4.0, 1.0, 60.0)
-
-
-@dataclass(frozen=True)
-class RateAlarm(AlarmRule):
-    """Heart rate beyond ``threshold_bpm``; clears ``hysteresis_bpm`` back inside the limit."""
-
-    condition_delay_s: float = _num(10.0, 0.0, 3600.0)
-    threshold_bpm: float = _num(40.0, 15.0, 350.0)
-    hysteresis_bpm: float = _num(5.0, 0.0, 50.0)
-
-
-@dataclass(frozen=True)
-class BradycardiaAlarm(RateAlarm):
-    priority: Priority = Priority.HIGH
-    escalation_after_s: float = _num(60.0, 0.0, 86_400.0)
-    threshold_bpm: float = _num(40.0, 15.0, 350.0)
-
-
-@dataclass(frozen=True)
-class TachycardiaAlarm(RateAlarm):
-    priority: Priority = Priority.MEDIUM
-    escalation_after_s: float = _num(120.0, 0.0, 86_400.0)
-    threshold_bpm: float = _num(150.0, 15.0, 350.0)
-
-
-@dataclass(frozen=True)
-class PauseAlarm(AlarmRule):
-    """One RR interval longer than ``threshold_s``."""
-
-    threshold_s: float = _num(2.5, 1.0, 60.0)
+#: Ranges of the AlarmRule timing fields, seconds: (lo, hi, lo exclusive). escalation_after_s 0 = never.
+_RULE_RANGES: dict[str, tuple[float, float, bool]] = {
+    "condition_delay_s": (0.0, 3600.0, False),
+    "clear_delay_s": (0.0, 3600.0, False),
+    "escalation_after_s": (0.0, 86_400.0, False),
+}
+#: Ranges of the engine settings, the scalar keys of [alarms].
+_SETTING_RANGES: dict[str, tuple[float, float, bool]] = {
+    "stale_after_s": (0.0, 3600.0, True),
+    "silence_s": (0.0, 86_400.0, True),
+    "min_rr_for_af": (1, 100_000, False),
+    "baseline_learn_s": (0.0, 86_400.0, True),
+    "baseline_tau_s": (0.0, 30 * 86_400.0, True),
+}
+#: What each alarm's value can be by definition (not a clinical choice), so where its threshold and
+#: clear_threshold must lie: (lo, hi, lo exclusive), None = unbounded. An alarm not listed here (one
+#: the engine adds later) only needs finite thresholds.
+_VALUE_DOMAINS: dict[str, tuple[float | None, float | None, bool]] = {
+    "device_lost": (0.0, None, True),  # seconds since the newest sample
+    "battery_low": (0.0, 100.0, False),  # charge, %
+    "lead_off": (0.0, 1.0, True),  # 1 when the lead is off, else 0
+    "poor_signal": (0.0, 1.0, False),  # quality score
+    "asystole": (0.0, None, True),  # seconds since the last beat
+    "ventricular_run": (1.0, None, False),  # consecutive V beats
+    "bradycardia": (0.0, None, True),  # bpm
+    "tachycardia": (0.0, None, True),  # bpm
+    "pause": (0.0, None, True),  # seconds since the last beat
+    "irregular_rhythm": (None, None, False),  # COSEn: any finite value
+    "seizure": (0.0, None, True),  # ratio to the device's baseline
+    "seizure_model": (0.0, 1.0, False),  # probability
+    "emg_burst": (0.0, None, True),  # ratio to the device's baseline
+}
 
 
-@dataclass(frozen=True)
-class AtrialFibrillationAlarm(AlarmRule):
-    """COSEn above ``cosen_threshold`` for ``min_duration_s``; clears ``hysteresis`` below it."""
-
-    cosen_threshold: float = _num(-1.4, -10.0, 10.0)
-    hysteresis: float = _num(0.2, 0.0, 5.0)
-    min_duration_s: float = _num(30.0, 0.0, 3600.0)
-
-
-@dataclass(frozen=True)
-class SeizureAlarm(AlarmRule):
-    """EEG line length and total power, relative to the device's own baseline, both above their
-    ratios for ``min_duration_s``."""
-
-    priority: Priority = Priority.HIGH
-    latching: bool = True
-    escalation_after_s: float = _num(60.0, 0.0, 86_400.0)
-    line_length_ratio: float = _num(3.0, 1.0, 100.0)
-    power_ratio: float = _num(4.0, 1.0, 1000.0)
-    hysteresis_ratio: float = _num(0.5, 0.0, 50.0)
-    baseline_s: float = _num(300.0, 10.0, 86_400.0)
-    min_duration_s: float = _num(10.0, 1.0, 600.0)
-
-    def _check(self) -> None:
-        if self.hysteresis_ratio >= self.line_length_ratio:
-            raise ConfigError(
-                "hysteresis_ratio",
-                f"must be < line_length_ratio ({self.line_length_ratio:g}), got {self.hysteresis_ratio:g}",
-                also=("line_length_ratio",),
+def _rule_from_toml(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Range-check the timing keys of one ``[alarms.<name>]`` table and map ``escalation_after_s = 0``
+    to the engine's None (never)."""
+    for name, (lo, hi, above) in _RULE_RANGES.items():
+        if name in kwargs:
+            _check_range(
+                name, kwargs[name], lo, hi, above, "s; 0 = never" if name == "escalation_after_s" else ""
             )
+    if kwargs.get("escalation_after_s") == 0:
+        kwargs["escalation_after_s"] = None
+    return kwargs
 
 
-@dataclass(frozen=True)
-class EMGBurstAlarm(AlarmRule):
-    """EMG RMS above ``rms_mv`` for ``min_duration_s``; clears ``hysteresis_mv`` below it."""
-
-    rms_mv: float = _num(0.2, 0.0, 100.0, above=True)
-    hysteresis_mv: float = _num(0.05, 0.0, 100.0)
-    min_duration_s: float = _num(5.0, 0.0, 600.0)
-
-    def _check(self) -> None:
-        if self.hysteresis_mv >= self.rms_mv:
-            raise ConfigError(
-                "hysteresis_mv",
-                f"must be < rms_mv ({self.rms_mv:g}), got {self.hysteresis_mv:g}",
-                also=("rms_mv",),
-            )
+def _rule_to_toml(rule: AlarmRule) -> dict[str, Any]:
+    """An AlarmRule as TOML data: None written as the TOML convention above."""
+    data = {f.name: _to_data(getattr(rule, f.name)) for f in dataclasses.fields(rule)}
+    data["clear_threshold"] = rule.clear_level
+    data["escalation_after_s"] = 0.0 if rule.escalation_after_s is None else rule.escalation_after_s
+    return data
 
 
-@dataclass(frozen=True)
-class ScoreAlarm(AlarmRule):
-    """Signal-quality score (0 bad .. 1 clean) below ``score_threshold``; clears at
-    ``score_threshold + hysteresis``."""
-
-    score_threshold: float = _num(0.5, 0.0, 1.0)
-    hysteresis: float = _num(0.1, 0.0, 1.0)
-
-    def _check(self) -> None:
-        if self.score_threshold + self.hysteresis > 1.0:
-            raise ConfigError(
-                "hysteresis",
-                f"score_threshold + hysteresis must be <= 1 (the best score), got "
-                f"{self.score_threshold:g} + {self.hysteresis:g}",
-                also=("score_threshold",),
-            )
+def _level(alarm: str, value: float) -> str:
+    unit = unit_of(alarm) if alarm in ALARMS else ""
+    return f"{value:g} {unit}" if unit else f"{value:g}"
 
 
-@dataclass(frozen=True)
-class LeadOffAlarm(ScoreAlarm):
-    condition_delay_s: float = _num(10.0, 0.0, 3600.0)
-    escalation_after_s: float = _num(300.0, 0.0, 86_400.0)
-    score_threshold: float = _num(0.1, 0.0, 1.0)
+def _check_rule(alarm: str, rule: AlarmRule) -> None:
+    """One alarm's own rules; keys relative to its table."""
+    for name, (lo, hi, above) in _RULE_RANGES.items():
+        value = getattr(rule, name)
+        if value is not None:
+            _check_range(name, value, lo, hi, above, "s; 0 = never" if name == "escalation_after_s" else "")
+    lo, hi, above = _VALUE_DOMAINS.get(alarm, (None, None, False))
+    for name in ("threshold", "clear_threshold"):
+        value = getattr(rule, name)
+        if value is not None:
+            _check_range(name, value, lo, hi, above, unit_of(alarm) if alarm in ALARMS else "")
 
 
-@dataclass(frozen=True)
-class PoorSignalAlarm(ScoreAlarm):
-    priority: Priority = Priority.LOW
-    condition_delay_s: float = _num(30.0, 0.0, 3600.0)
-    score_threshold: float = _num(0.5, 0.0, 1.0)
+def _check_clear_side(alarm: str, rule: AlarmRule) -> None:
+    """``clear_threshold`` must be on the side of ``threshold`` the value returns to."""
+    if rule.clear_threshold is None or alarm not in ALARMS:
+        return
+    upper, t, c = is_upper_limit(alarm), rule.threshold, rule.clear_threshold
+    if c > t if upper else c < t:
+        side, op = ("at or above", "<=") if upper else ("at or below", ">=")
+        raise ConfigError(
+            "clear_threshold",
+            f"{alarm} is raised {side} its threshold, so clear_threshold must be {op} threshold "
+            f"({_level(alarm, t)}); got {c:g}",
+            also=("threshold",),
+        )
 
 
-@dataclass(frozen=True)
-class DeviceLostAlarm(AlarmRule):
-    """No frame from a device for ``timeout_s``."""
-
-    escalation_after_s: float = _num(300.0, 0.0, 86_400.0)
-    timeout_s: float = _num(10.0, 1.0, 3600.0)
-
-
-@dataclass(frozen=True)
-class BatteryLowAlarm(AlarmRule):
-    """Battery below ``threshold_pct``; clears ``hysteresis_pct`` above it."""
-
-    priority: Priority = Priority.LOW
-    threshold_pct: float = _num(20.0, 1.0, 99.0)
-    hysteresis_pct: float = _num(5.0, 0.0, 50.0)
-
-    def _check(self) -> None:
-        if self.threshold_pct + self.hysteresis_pct > 100.0:
-            raise ConfigError(
-                "hysteresis_pct",
-                f"threshold_pct + hysteresis_pct must be <= 100, got {self.threshold_pct:g} + "
-                f"{self.hysteresis_pct:g}",
-                also=("threshold_pct",),
-            )
+def _check_below(a: AlarmConfig, low: str, high: str, what: str) -> None:
+    """Alarm ``low``'s ``what`` level must be below alarm ``high``'s threshold."""
+    lo_rule, hi_rule = getattr(a, low), getattr(a, high)
+    value = lo_rule.threshold if what == "threshold" else lo_rule.clear_level
+    if value >= hi_rule.threshold:
+        raise ConfigError(
+            f"{low}.{what}",
+            f"must be < alarms.{high}.threshold ({_level(high, hi_rule.threshold)}), got {value:g}",
+            also=(f"{high}.threshold",),
+        )
 
 
-@dataclass(frozen=True)
-class AlarmsConfig(_Section):
-    """``[alarms.<type>]``: one rule per alarm type; the key is the ``alarm`` field of an alert."""
-
-    asystole: AsystoleAlarm = AsystoleAlarm()
-    bradycardia: BradycardiaAlarm = BradycardiaAlarm()
-    tachycardia: TachycardiaAlarm = TachycardiaAlarm()
-    pause: PauseAlarm = PauseAlarm()
-    atrial_fibrillation: AtrialFibrillationAlarm = AtrialFibrillationAlarm()
-    seizure: SeizureAlarm = SeizureAlarm()
-    emg_burst: EMGBurstAlarm = EMGBurstAlarm()
-    lead_off: LeadOffAlarm = LeadOffAlarm()
-    poor_signal: PoorSignalAlarm = PoorSignalAlarm()
-    device_lost: DeviceLostAlarm = DeviceLostAlarm()
-    battery_low: BatteryLowAlarm = BatteryLowAlarm()
-
-    def _check(self) -> None:
-        brady, tachy = self.bradycardia.threshold_bpm, self.tachycardia.threshold_bpm
-        if brady >= tachy:
-            raise ConfigError(
-                "bradycardia.threshold_bpm",
-                f"must be < alarms.tachycardia.threshold_bpm ({tachy:g}), got {brady:g}",
-                also=("tachycardia.threshold_bpm",),
-            )
-        pause, asys = self.pause.threshold_s, self.asystole.threshold_s
-        if pause >= asys:
-            raise ConfigError(
-                "pause.threshold_s",
-                f"must be < alarms.asystole.threshold_s ({asys:g}), got {pause:g}",
-                also=("asystole.threshold_s",),
-            )
-        lead, poor = self.lead_off.score_threshold, self.poor_signal.score_threshold
-        if lead > poor:
-            raise ConfigError(
-                "lead_off.score_threshold",
-                f"must be <= alarms.poor_signal.score_threshold ({poor:g}), got {lead:g}",
-                also=("poor_signal.score_threshold",),
-            )
-
-    def rules(self) -> dict[str, AlarmRule]:
-        """Every alarm type's rule by name."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-
-
-@dataclass(frozen=True)
-class QualityConfig(_Section):
-    """``[quality]``: when the signal is too poor to trust, physiological alarms are held back."""
-
-    window_s: float = _num(5.0, 1.0, 60.0)
-    suppression_score: float = _num(0.5, 0.0, 1.0)
-    suppresses: tuple[str, ...] = ("bradycardia", "tachycardia", "pause", "atrial_fibrillation")
-
-    def _check(self) -> None:
-        for i, name in enumerate(self.suppresses):
-            if name not in PHYSIOLOGICAL_ALARMS:
-                raise ConfigError(
-                    f"suppresses.{i}", f"must be one of {', '.join(PHYSIOLOGICAL_ALARMS)}; got {_show(name)}"
-                )
-            if name in self.suppresses[:i]:
-                raise ConfigError(f"suppresses.{i}", f"{name!r} is listed twice")
+def check_alarms(a: AlarmConfig) -> None:
+    """Every rule of the ``[alarms]`` table :class:`AlarmConfig` ``a``, beyond what the engine checks
+    itself; :class:`ConfigError` keys are relative to the table (``tachycardia.threshold``)."""
+    for name, (lo, hi, above) in _SETTING_RANGES.items():
+        _check_range(name, getattr(a, name), lo, hi, above)
+    rules = a.rules()
+    for name, rule in rules.items():
+        try:
+            _check_rule(name, rule)
+        except ConfigError as exc:
+            raise exc.under(name) from None
+    # Limits on the same value, in the order the engine assumes (asystole supersedes pause).
+    _check_below(a, "bradycardia", "tachycardia", "threshold")
+    _check_below(a, "pause", "asystole", "threshold")
+    for name, rule in rules.items():
+        try:
+            _check_clear_side(name, rule)
+        except ConfigError as exc:
+            raise exc.under(name) from None
+    # A bradycardia that could clear only inside the tachycardia range, or the reverse.
+    _check_below(a, "bradycardia", "tachycardia", "clear_threshold")
+    t_clear, b_thr = a.tachycardia.clear_level, a.bradycardia.threshold
+    if t_clear <= b_thr:
+        raise ConfigError(
+            "tachycardia.clear_threshold",
+            f"must be > alarms.bradycardia.threshold ({_level('bradycardia', b_thr)}), got {t_clear:g}",
+            also=("bradycardia.threshold",),
+        )
 
 
 @dataclass(frozen=True)
@@ -524,16 +455,20 @@ class StorageConfig(_Section):
 
 @dataclass(frozen=True)
 class Config(_Section):
-    """The whole monitor configuration."""
+    """The whole monitor configuration. ``alarms`` is the engine's own :class:`AlarmConfig`: pass it
+    to :class:`~vigil.edge.alarms.AlarmEngine` as it is."""
 
     monitor: MonitorConfig = MonitorConfig()
     devices: tuple[DeviceConfig, ...] = ()
-    alarms: AlarmsConfig = AlarmsConfig()
-    quality: QualityConfig = QualityConfig()
+    alarms: AlarmConfig = ENGINE_DEFAULTS
     mqtt: MQTTConfig = MQTTConfig()
     storage: StorageConfig = StorageConfig()
 
     def _check(self) -> None:
+        try:
+            check_alarms(self.alarms)
+        except ConfigError as exc:
+            raise exc.under("alarms") from None
         seen: dict[str, int] = {}
         for i, dev in enumerate(self.devices):
             if dev.id in seen:
@@ -593,6 +528,10 @@ def _convert(tp: Any, value: Any, key: str) -> Any:
         if not isinstance(value, int) or isinstance(value, bool):
             raise ConfigError(key, f"expected an integer, got {_show(value)}")
         return value
+    args = typing.get_args(tp)
+    if typing.get_origin(tp) in (typing.Union, types.UnionType) and type(None) in args:
+        (inner,) = (a for a in args if a is not type(None))  # X | None: TOML has no null, so X
+        return _convert(inner, value, key)
     if tp is float:
         if not isinstance(value, int | float) or isinstance(value, bool):
             raise ConfigError(key, f"expected a number, got {_show(value)}")
@@ -619,8 +558,9 @@ def _convert(tp: Any, value: Any, key: str) -> Any:
     raise TypeError(f"no TOML conversion for {tp!r}")  # a schema bug, not a user error
 
 
-def _build(cls: type, data: Any, key: str) -> Any:
-    """An instance of section ``cls`` from the TOML table ``data`` found at ``key``."""
+def _build(cls: type, data: Any, key: str, base: Any = None) -> Any:
+    """An instance of section ``cls`` from the TOML table ``data`` found at ``key``; keys left out
+    keep the values of ``base`` (None: the field defaults)."""
     if not isinstance(data, dict):
         raise ConfigError(key, f"expected a table, got {_show(data)}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
@@ -634,11 +574,27 @@ def _build(cls: type, data: Any, key: str) -> Any:
         if name not in data and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             raise ConfigError(_join(key, name), "is required")
     hints = _hints(cls)
-    kwargs = {name: _convert(hints[name], value, _join(key, name)) for name, value in data.items()}
+    kwargs = {}
+    for name, value in data.items():
+        if cls is AlarmConfig and name in ALARMS:  # each alarm's defaults are its engine default rule
+            kwargs[name] = _build(AlarmRule, value, _join(key, name), getattr(ENGINE_DEFAULTS, name))
+        else:
+            kwargs[name] = _convert(hints[name], value, _join(key, name))
     try:
-        return cls(**kwargs)
+        if cls is AlarmRule:
+            kwargs = _rule_from_toml(kwargs)
+        elif cls is AlarmConfig:
+            for name, (lo, hi, above) in _SETTING_RANGES.items():
+                if name in kwargs:
+                    _check_range(name, kwargs[name], lo, hi, above)
+        made = cls(**kwargs) if base is None else dataclasses.replace(base, **kwargs)
     except ConfigError as exc:
         raise exc.under(key) from None
+    except ValueError as exc:  # a check of the engine's that this module does not make first
+        raise ConfigError(key, str(exc)) from None
+    if isinstance(made, AlarmRule) and made.clear_threshold == made.threshold:
+        made = dataclasses.replace(made, clear_threshold=None)  # the same rule, as the engine writes it
+    return made
 
 
 def config_from_dict(data: Mapping[str, Any]) -> Config:
@@ -647,6 +603,8 @@ def config_from_dict(data: Mapping[str, Any]) -> Config:
 
 
 def _to_data(value: Any) -> Any:
+    if isinstance(value, AlarmRule):
+        return _rule_to_toml(value)
     if dataclasses.is_dataclass(value):
         return {f.name: _to_data(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, tuple):

@@ -12,9 +12,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from vigil.edge.alarms import ALARMS, AlarmConfig, AlarmEngine, AlarmRule
+from vigil.edge.cli import main
 from vigil.edge.config import (
     DEFAULTS_FILE,
-    AlarmRule,
     Config,
     ConfigError,
     DeviceConfig,
@@ -55,17 +56,51 @@ def _keys(data: object, prefix: str = "") -> set[str]:
 def test_built_in_defaults_are_valid_and_match_the_kernels():
     c = Config()
     a = c.alarms
-    assert a.bradycardia.threshold_bpm == 40 and a.tachycardia.threshold_bpm == 150
-    assert a.atrial_fibrillation.cosen_threshold == AF_COSEN_THRESHOLD == -1.4
+    assert type(a) is AlarmConfig and a == AlarmConfig(), "[alarms] is the engine's own configuration"
+    assert a.bradycardia.threshold == 40 and a.tachycardia.threshold == 150
+    assert a.irregular_rhythm.threshold == AF_COSEN_THRESHOLD == -1.4
     tracker_defaults = inspect.signature(RhythmTracker).parameters
-    assert a.asystole.threshold_s == tracker_defaults["asystole_s"].default == 4.0
-    assert a.pause.threshold_s == tracker_defaults["pause_s"].default == 2.5
+    assert a.asystole.threshold == tracker_defaults["asystole_s"].default == 4.0
+    assert a.pause.threshold == tracker_defaults["pause_s"].default == 2.5
     assert a.asystole.priority is Priority.HIGH and a.asystole.latching
     assert c.mqtt.enabled and c.mqtt.url == "mqtt://localhost:1883" and c.mqtt.port == 1883
     assert c.devices == ()
     assert config_from_dict({}) == c
     assert all(isinstance(r, AlarmRule) for r in a.rules().values())
-    assert set(a.rules()) >= {"asystole", "bradycardia", "tachycardia", "lead_off", "device_lost"}
+    assert tuple(a.rules()) == ALARMS
+
+
+def test_alarms_table_is_exactly_the_engine_schema():
+    data = Config().to_dict()["alarms"]
+    settings_keys = {f.name for f in dataclasses.fields(AlarmConfig)} - set(ALARMS)
+    assert set(data) == set(ALARMS) | settings_keys
+    assert settings_keys == {
+        "stale_after_s",
+        "silence_s",
+        "min_rr_for_af",
+        "baseline_learn_s",
+        "baseline_tau_s",
+    }
+    rule_keys = {f.name for f in dataclasses.fields(AlarmRule)}
+    assert all(set(data[name]) == rule_keys for name in ALARMS)
+    # None in the engine is written as TOML can say it: clear_threshold = threshold, escalation 0 = never
+    assert AlarmConfig().asystole.clear_threshold is None and data["asystole"]["clear_threshold"] == 4.0
+    assert AlarmConfig().pause.escalation_after_s is None and data["pause"]["escalation_after_s"] == 0.0
+    # ... and read back as the engine's None
+    c = load_config(
+        None, ["alarms.tachycardia.escalation_after_s=0", "alarms.tachycardia.clear_threshold=150"]
+    )
+    assert c.alarms.tachycardia.escalation_after_s is None and c.alarms.tachycardia.clear_threshold is None
+    # a table that sets one key keeps the engine's default rule for the rest, not AlarmRule()'s
+    c = load_config(None, ["alarms.bradycardia.threshold=35"])
+    assert c.alarms.bradycardia == dataclasses.replace(AlarmConfig().bradycardia, threshold=35.0)
+    assert c.alarms.tachycardia == AlarmConfig().tachycardia
+
+
+def test_the_engine_runs_on_the_loaded_alarms():
+    c = load_config(None, ["alarms.bradycardia.enabled=false", "alarms.silence_s=30"])
+    engine = AlarmEngine(c.alarms, site=c.monitor.site)
+    assert "bradycardia" not in engine.rules and engine.config.silence_s == 30.0
 
 
 def test_embedded_defaults_are_a_broker_free_demo():
@@ -76,7 +111,7 @@ def test_embedded_defaults_are_a_broker_free_demo():
     assert all(d.source.startswith("sim://") for d in c.devices)
     assert c.monitor.site == "demo" and c.mqtt_client_id == "vigil-demo"
     # everything the profile does not set keeps the built-in default
-    assert c.alarms == Config().alarms and c.quality == Config().quality
+    assert c.alarms == Config().alarms == AlarmConfig()
 
 
 def test_example_file_loads_and_documents_every_key():
@@ -84,7 +119,7 @@ def test_example_file_loads_and_documents_every_key():
     assert c.mqtt.tls_enabled and c.mqtt.host == "broker.hospital.example" and c.mqtt.port == 8883
     assert c.mqtt.password_file and c.mqtt.username
     assert [d.id for d in c.devices] == ["ecg-patch", "polar-h10", "eeg-band", "emg-sleeve"]
-    assert c.alarms == Config().alarms, "the example shows the default of every alarm key"
+    assert c.alarms == AlarmConfig(), "the example shows the engine's default of every alarm key"
     data = tomllib.loads(EXAMPLE.read_text())
     assert _keys(data) == _keys(c.to_dict()), "the example file must show every key"
 
@@ -110,22 +145,47 @@ def test_monitor_name_and_client_id_fall_back_to_the_host_name():
     ("override", "key", "fragment"),
     [
         ("monitor.sitename=x", "monitor.sitename", "unknown key"),
-        ("alarms.tachy.threshold_bpm=160", "alarms.tachy", "tachycardia"),
+        ("alarms.tachy.threshold=160", "alarms.tachy", "tachycardia"),
+        ("alarms.tachycardia.threshold_bpm=160", "alarms.tachycardia.threshold_bpm", "clear_threshold"),
+        ("alarms.atrial_fibrillation.enabled=false", "alarms.atrial_fibrillation", "irregular_rhythm"),
+        ("quality.window_s=5", "quality", "unknown key"),
         ("telemetry.on=true", "telemetry", "unknown key"),
         ("mqtt.enabled=yes", "mqtt.enabled", "'yes'"),
         ("mqtt.keepalive_s=2.5", "mqtt.keepalive_s", "2.5"),
         ("monitor.tick_s=fast", "monitor.tick_s", "'fast'"),
-        ("quality.suppresses=bradycardia", "quality.suppresses", "array"),
         ("alarms.bradycardia.condition_delay_s=-1", "alarms.bradycardia.condition_delay_s", "-1"),
-        ("alarms.tachycardia.escalation_after_s=-5", "alarms.tachycardia.escalation_after_s", "-5"),
-        ("alarms.tachycardia.threshold_bpm=inf", "alarms.tachycardia.threshold_bpm", "finite"),
-        ("alarms.tachycardia.threshold_bpm=nan", "alarms.tachycardia.threshold_bpm", "finite"),
+        ("alarms.tachycardia.escalation_after_s=-5", "alarms.tachycardia.escalation_after_s", "0 = never"),
+        ("alarms.tachycardia.threshold=inf", "alarms.tachycardia.threshold", "finite"),
+        ("alarms.tachycardia.threshold=nan", "alarms.tachycardia.threshold", "finite"),
+        ("alarms.tachycardia.clear_threshold=nan", "alarms.tachycardia.clear_threshold", "finite"),
+        ("alarms.tachycardia.clear_delay_s=4000", "alarms.tachycardia.clear_delay_s", "<= 3600"),
+        ("alarms.tachycardia.latching=1", "alarms.tachycardia.latching", "true or false"),
+        ("alarms.tachycardia=160", "alarms.tachycardia", "is a table"),
+        ("alarms.stale_after_s=0", "alarms.stale_after_s", "> 0"),
+        ("alarms.silence_s=-1", "alarms.silence_s", "> 0"),
+        ("alarms.baseline_tau_s=0", "alarms.baseline_tau_s", "> 0"),
+        ("alarms.baseline_learn_s=x", "alarms.baseline_learn_s", "'x'"),
+        ("alarms.min_rr_for_af=0", "alarms.min_rr_for_af", ">= 1"),
+        ("alarms.min_rr_for_af=12.5", "alarms.min_rr_for_af", "integer"),
         ("monitor.tick_s=0", "monitor.tick_s", "> 0"),
-        ("alarms.tachycardia.threshold_bpm=35", "alarms.bradycardia.threshold_bpm", "tachycardia"),
-        ("alarms.pause.threshold_s=5", "alarms.pause.threshold_s", "asystole"),
+        ("alarms.tachycardia.threshold=35", "alarms.bradycardia.threshold", "alarms.tachycardia.threshold"),
+        ("alarms.pause.threshold=5", "alarms.pause.threshold", "alarms.asystole.threshold (4 s)"),
         ("alarms.asystole.priority=urgent", "alarms.asystole.priority", "high, medium, low"),
-        ("alarms.poor_signal.hysteresis=0.6", "alarms.poor_signal.hysteresis", "<= 1"),
-        ("alarms.lead_off.score_threshold=0.7", "alarms.lead_off.score_threshold", "poor_signal"),
+        # clear_threshold on the side the value returns to, per the engine's direction of each limit
+        ("alarms.tachycardia.clear_threshold=155", "alarms.tachycardia.clear_threshold", "<= threshold"),
+        ("alarms.bradycardia.clear_threshold=35", "alarms.bradycardia.clear_threshold", ">= threshold"),
+        ("alarms.bradycardia.threshold=50", "alarms.bradycardia.clear_threshold", "(50 bpm)"),
+        ("alarms.battery_low.clear_threshold=10", "alarms.battery_low.clear_threshold", ">= threshold"),
+        ("alarms.irregular_rhythm.clear_threshold=-1", "alarms.irregular_rhythm.clear_threshold", "<="),
+        ("alarms.bradycardia.clear_threshold=150", "alarms.bradycardia.clear_threshold", "tachycardia"),
+        ("alarms.tachycardia.clear_threshold=40", "alarms.tachycardia.clear_threshold", "bradycardia"),
+        # thresholds within what the alarm's value can be
+        ("alarms.poor_signal.threshold=1.5", "alarms.poor_signal.threshold", "<= 1 (score)"),
+        ("alarms.poor_signal.clear_threshold=-0.1", "alarms.poor_signal.clear_threshold", ">= 0"),
+        ("alarms.lead_off.threshold=0", "alarms.lead_off.threshold", "> 0"),
+        ("alarms.battery_low.threshold=101", "alarms.battery_low.threshold", "<= 100 (%)"),
+        ("alarms.seizure_model.threshold=2", "alarms.seizure_model.threshold", "probability"),
+        ("alarms.bradycardia.threshold=-5", "alarms.bradycardia.threshold", "> 0 (bpm)"),
         ("mqtt.url=http://broker:1883", "mqtt.url", "mqtt://HOST"),
         ("mqtt.url=mqtt://user:secret@broker", "mqtt.url", "credentials"),
         ("mqtt.url=mqtt://broker:99999", "mqtt.url", "99999"),
@@ -149,8 +209,6 @@ def test_monitor_name_and_client_id_fall_back_to_the_host_name():
         ("devices.0=x", "devices.0", "is a table"),
         ("mqtt=off", "mqtt", "is a table"),
         ("mqtt.enabled.really=true", "mqtt.enabled", "not a table"),
-        ("quality.suppresses=['asystole', 'asystole']", "quality.suppresses.1", "twice"),
-        ("quality.suppresses=['lead_off']", "quality.suppresses.0", "'lead_off'"),
         ("storage.max_bytes=10", "storage.max_bytes", "10"),
         ("just-words", "just-words", "KEY=VALUE"),
     ],
@@ -179,12 +237,11 @@ def test_override_errors_name_the_key_and_the_override(override, key, fragment):
             "devices.1.id",
             "also devices.0.id",
         ),
-        ("[alarms.bradycardia]\nthreshold_bpm = 150\n", "alarms.bradycardia.threshold_bpm", "150"),
-        (
-            "[alarms.seizure]\nline_length_ratio = 1.2\nhysteresis_ratio = 2\n",
-            "alarms.seizure.hysteresis_ratio",
-            "",
-        ),
+        ("[alarms.bradycardia]\nthreshold = 150\n", "alarms.bradycardia.threshold", "150"),
+        ("[alarms.seizure]\nthreshold = 1.5\n", "alarms.seizure.clear_threshold", "<= threshold (1.5"),
+        ("[alarms.pause]\nhysteresis = 1\n", "alarms.pause.hysteresis", "[alarms.pause] accepts enabled"),
+        ("[alarms]\nmin_rr_for_af = 0\n", "alarms.min_rr_for_af", ">= 1"),
+        ("alarms = []\n", "alarms", "expected a table"),
         ("[mqtt.tls]\ncert = 'c.pem'\n", "mqtt.tls.key", "both or neither"),
         ("[mqtt]\nurl = 'mqtts://b'\n[mqtt.tls]\nkey = 'k.pem'\n", "mqtt.tls.cert", "both or neither"),
     ],
@@ -205,10 +262,13 @@ def test_unreadable_or_malformed_files(tmp_path):
 
 def test_error_in_a_file_value_changed_by_an_override_blames_the_override(tmp_path):
     path = tmp_path / "v.toml"
-    path.write_text("[alarms.tachycardia]\nthreshold_bpm = 120\n")
-    assert load_config(path).alarms.tachycardia.threshold_bpm == 120
-    err = _error(["alarms.bradycardia.threshold_bpm=130"], text=path.read_text(), tmp_path=tmp_path)
-    assert err.key == "alarms.bradycardia.threshold_bpm" and "--set" in err.origin
+    path.write_text("[alarms.tachycardia]\nthreshold = 120\nclear_threshold = 110\n")
+    assert load_config(path).alarms.tachycardia.threshold == 120
+    err = _error(["alarms.bradycardia.threshold=130"], text=path.read_text(), tmp_path=tmp_path)
+    assert err.key == "alarms.bradycardia.threshold" and "--set" in err.origin
+    # the file's clear_threshold conflicts with the threshold an override set: the override is to blame
+    err = _error(["alarms.tachycardia.threshold=100"], text=path.read_text(), tmp_path=tmp_path)
+    assert err.key == "alarms.tachycardia.clear_threshold" and "--set" in err.origin
 
 
 # ------------------------------------------------------------------------------------------------
@@ -222,7 +282,7 @@ def test_overrides_reach_nested_keys_and_devices():
             "mqtt.enabled=true",
             "mqtt.url=mqtts://broker.example",
             "mqtt.tls.ca=/etc/vigil/ca.pem",
-            "alarms.tachycardia.threshold_bpm=160",
+            "alarms.tachycardia.threshold=160",
             "alarms.asystole.priority=high",
             "alarms.bradycardia.enabled=false",
             "monitor.queue_blocks=64",
@@ -231,19 +291,17 @@ def test_overrides_reach_nested_keys_and_devices():
             "devices.3.id=patch-9",
             "devices.3.source=udp://0.0.0.0:9000",
             "devices.3.fs=500",
-            "quality.suppresses=['bradycardia']",
+            "alarms.stale_after_s=5",
             "storage.outbox_path=/var/lib/vigil/outbox",
         ],
     )
     assert c.mqtt.enabled and c.mqtt.port == 8883 and c.mqtt.tls.ca == "/etc/vigil/ca.pem"
-    assert c.alarms.tachycardia.threshold_bpm == 160.0 and isinstance(
-        c.alarms.tachycardia.threshold_bpm, float
-    )
+    assert c.alarms.tachycardia.threshold == 160.0 and isinstance(c.alarms.tachycardia.threshold, float)
+    assert c.alarms.asystole.priority is Priority.HIGH and c.alarms.stale_after_s == 5.0
     assert not c.alarms.bradycardia.enabled
     assert c.monitor.queue_blocks == 64
     assert c.devices[0].label == "bed 12" and c.devices[1].label == "quoted, with = sign"
     assert c.devices[3] == DeviceConfig(id="patch-9", source="udp://0.0.0.0:9000", fs=500.0)
-    assert c.quality.suppresses == ("bradycardia",)
     assert c.storage.outbox == Path("/var/lib/vigil/outbox")
 
 
@@ -277,9 +335,10 @@ def test_parse_value():
 
 def test_apply_override_edits_plain_data():
     data: dict = {}
-    assert apply_override(data, "alarms.pause.threshold_s=3") == "alarms.pause.threshold_s"
+    assert apply_override(data, "alarms.pause.threshold=3") == "alarms.pause.threshold"
+    assert apply_override(data, "alarms.silence_s=60") == "alarms.silence_s"
     assert apply_override(data, "devices.0.id=a") == "devices.0.id"
-    assert data == {"alarms": {"pause": {"threshold_s": 3}}, "devices": [{"id": "a"}]}
+    assert data == {"alarms": {"pause": {"threshold": 3}, "silence_s": 60}, "devices": [{"id": "a"}]}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -306,9 +365,11 @@ def test_dump_then_load_gives_the_same_config(tmp_path, source):
                 'devices.0.label="tab\\t quote\\" backslash\\\\ newline\\n del\\u007f é 心"',
                 "monitor.site=ünïcode-site",
                 "storage.outbox_path=C:\\vigil\\outbox",
-                "alarms.tachycardia.threshold_bpm=1e2",
-                "alarms.atrial_fibrillation.cosen_threshold=-0.1",
-                "quality.suppresses=[]",
+                "alarms.tachycardia.threshold=1e2",
+                "alarms.tachycardia.clear_threshold=1e2",
+                "alarms.irregular_rhythm.threshold=-0.1",
+                "alarms.pause.escalation_after_s=0",
+                "alarms.device_lost.escalation_after_s=0.5",
             ],
         ),
     }[source]()
@@ -328,7 +389,6 @@ def test_dump_shows_no_secrets():
 KEY_PATHS = sorted(_keys(load_config(None).to_dict())) + [
     "devices.3.id",
     "devices.3.source",
-    "quality.suppresses",
 ]
 VALUES = st.one_of(
     st.text(max_size=30),
@@ -369,7 +429,8 @@ KEYS = st.one_of(
     st.sampled_from(KEY_PATHS),
     st.text(max_size=40),
     st.lists(st.sampled_from([*string.ascii_lowercase[:3], "devices", "mqtt", "tls", "0", "99", "-1", "",
-                              "alarms", "tachycardia", "threshold_bpm", "¹"]), max_size=5).map(".".join),
+                              "alarms", "tachycardia", "threshold", "clear_threshold", "¹"]),
+             max_size=5).map(".".join),
 )  # fmt: skip
 OVERRIDES = st.one_of(st.text(max_size=60), st.tuples(KEYS, VALUES).map(lambda kv: f"{kv[0]}={kv[1]}"))
 
@@ -393,3 +454,48 @@ def test_any_accepted_config_round_trips(tmp_path, pairs):
     except ConfigError:
         return
     assert _round_trip(c, tmp_path) == c
+
+
+# ------------------------------------------------------------------------------------------------
+# The command line: vigil config show / check
+
+
+def test_cli_config_show_prints_the_effective_config(capsys, tmp_path):
+    assert main(["config", "show"]) == 0
+    text = capsys.readouterr().out
+    assert load_config(None) == config_from_dict(tomllib.loads(text))
+    assert main(["config", "show", "--config", str(EXAMPLE), "--set", "alarms.tachycardia.threshold=160",
+                 "--set", "alarms.silence_s=60"]) == 0  # fmt: skip
+    data = tomllib.loads(capsys.readouterr().out)
+    assert data["alarms"]["tachycardia"]["threshold"] == 160.0 and data["alarms"]["silence_s"] == 60.0
+    assert config_from_dict(data) == load_config(
+        EXAMPLE, ["alarms.tachycardia.threshold=160", "alarms.silence_s=60"]
+    )
+
+
+def test_cli_config_show_reports_errors(capsys):
+    assert main(["config", "show", "--set", "alarms.tachycardia.threshold=nan"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "alarms.tachycardia.threshold: expected a finite number" in captured.err
+
+
+def test_cli_config_check(capsys, tmp_path):
+    assert main(["config", "check", str(EXAMPLE)]) == 0
+    assert capsys.readouterr().out == "ok\n"
+    assert main(["config", "check", str(DEFAULTS_FILE), "--set", "alarms.pause.threshold=3"]) == 0
+    assert capsys.readouterr().out == "ok\n"
+
+    path = tmp_path / "bad.toml"
+    path.write_text("[alarms.bradycardia]\nthreshold = 150\n")
+    assert main(["config", "check", str(path)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    err = _error(text=path.read_text(), tmp_path=tmp_path)
+    assert str(err).replace("vigil.toml", "bad.toml") in captured.err
+    assert "alarms.bradycardia.threshold: must be < alarms.tachycardia.threshold" in captured.err
+
+    assert main(["config", "check", str(EXAMPLE), "--set", "alarms.poor_signal.threshold=1.5"]) == 2
+    assert "alarms.poor_signal.threshold: must be >= 0 and <= 1 (score)" in capsys.readouterr().err
+    assert main(["config", "check", str(tmp_path / "missing.toml")]) == 2
+    assert "cannot read configuration" in capsys.readouterr().err
