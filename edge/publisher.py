@@ -85,6 +85,12 @@ class PublisherStats:
     last_error: str | None
 
 
+def _quiet_reconnect_noise(record: logging.LogRecord) -> bool:
+    """paho logs "Client is not connected" at ERROR on every loop pass without a socket (while it
+    waits to reconnect, and once at stop); our own connection-state log lines already say that."""
+    return not record.getMessage().startswith("Client is not connected")
+
+
 def _check_topic(name: str) -> None:
     if not name or any(ch in name for ch in "+#\x00"):
         raise ValueError(f"invalid topic {name!r}")
@@ -132,7 +138,9 @@ class MQTTPublisher:
         c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=mqtt.MQTTv5)
         c.max_inflight_messages_set(0)  # no paho queue: the window below is ours (see _send)
         c.suppress_exceptions = True  # a callback error is logged, it must not end the network thread
-        c.enable_logger(log.getChild("paho"))
+        paho_log = log.getChild("paho")
+        paho_log.addFilter(_quiet_reconnect_noise)
+        c.enable_logger(paho_log)
         c.max_queued_messages_set(0)
         c.reconnect_delay_set(backoff_s[0], backoff_s[1])  # type: ignore[arg-type]  # floats work
         if username is not None:
