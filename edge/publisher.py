@@ -4,8 +4,10 @@ Flow: ``publish``/``publish_alert`` only commit the message to the :class:`~vigi
 and wake the sender thread, so the monitor never waits on the network. The sender thread takes pending
 rows oldest first, hands at most ``window`` of them to paho at a time (the in-flight window, clamped to
 the broker's Receive Maximum, because paho does not enforce it and a broker may disconnect a client that
-exceeds it), and records each row's packet id. The paho network thread only queues PUBACKs; the sender
-deletes a row on a PUBACK with a success reason code and sets it aside (never resent) on a failure code.
+exceeds it; paho's own in-flight limit is off so it never queues behind our back), and records each row's
+packet id. The paho network thread only queues PUBACKs; the sender deletes a row on a PUBACK with a
+success reason code and sets it aside (never resent) on a failure code. It wakes for PUBACKs once a
+quarter of the window is back (or nothing else is in flight), so the outbox work is one commit per batch.
 
 Disconnects: paho keeps the unacknowledged PUBLISH packets of its session and, on reconnect, resends
 them with their original packet ids and DUP set, as MQTT 5 section 4.4 requires for a resumed session
