@@ -81,6 +81,65 @@ def _cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_alarms(args: argparse.Namespace) -> int:
+    from urllib.parse import urlsplit
+
+    from vigil.edge.publisher import TLSConfig
+    from vigil.edge.station import Station, watch
+
+    url = urlsplit(args.broker)
+    if url.scheme not in ("mqtt", "mqtts") or not url.hostname:
+        raise ValueError(f"--broker must be mqtt://HOST[:PORT] or mqtts://HOST[:PORT], got {args.broker!r}")
+    if url.username is not None or url.password is not None:
+        raise ValueError("--broker must not carry credentials; use --user and --password-file")
+    tls_files = args.tls_ca or args.tls_cert or args.tls_key
+    if url.scheme == "mqtt" and tls_files:
+        raise ValueError("--tls-* files need an mqtts:// broker URL")
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise ValueError("--tls-cert and --tls-key go together")
+    if args.password_file and not args.user:
+        raise ValueError("--password-file needs --user")
+    password = None
+    if args.password_file:
+        with open(args.password_file, encoding="utf-8") as f:
+            password = f.read().rstrip("\r\n")
+    tls = TLSConfig(args.tls_ca or "", args.tls_cert, args.tls_key) if url.scheme == "mqtts" else None
+    port = url.port or (8883 if url.scheme == "mqtts" else 1883)
+    command = None
+    if args.ack or args.silence:
+        from vigil.edge.commands import Command
+
+        device, alarm = args.ack or args.silence
+        command = Command.acknowledge(alarm) if args.ack else Command.silence(alarm, args.duration)
+    elif args.duration is not None:
+        raise ValueError("--duration goes with --silence")
+    station = Station(
+        url.hostname,
+        port,
+        site=args.site,
+        station_id=args.station,
+        username=args.user,
+        password=password,
+        tls=tls,
+        listen=command is None,
+        backoff_s=(0.5, 10.0),
+    )
+    with station:
+        if command is not None:
+            if not station.send(device, command, timeout=args.timeout):
+                print(
+                    f"vigil alarms: {command.action} {alarm} for {device} not sent: {station.last_error}",
+                    file=sys.stderr,
+                )
+                return 1
+            print(f"sent {command.action} {alarm} to {device} (command id {command.id})")
+            return 0
+        try:
+            return watch(station, seconds=args.seconds or None)
+        except KeyboardInterrupt:
+            return 0
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -123,6 +182,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--speed", type=float, default=20.0, help="x real time; 0 = as fast as possible")
     p.add_argument("--seconds", type=float, default=120.0, help="signal seconds per record; 0 = all")
     p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser(
+        "alarms", help="nurse station: live alarms of a site over MQTT; acknowledge or silence"
+    )
+    p.add_argument("--broker", required=True, metavar="URL", help="mqtt://HOST[:PORT] or mqtts://HOST[:PORT]")
+    p.add_argument("--site", default="local", help="site topic level (default local)")
+    p.add_argument("--station", metavar="NAME", help="station name in the client id (default: host name)")
+    p.add_argument("--user", help="MQTT user name (e.g. vigil-station)")
+    p.add_argument("--password-file", metavar="FILE", help="file holding the MQTT password")
+    p.add_argument("--tls-ca", metavar="FILE", help="CA certificate for mqtts:// (default: system trust)")
+    p.add_argument("--tls-cert", metavar="FILE", help="client certificate for mqtts://")
+    p.add_argument("--tls-key", metavar="FILE", help="client key for mqtts://")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument(
+        "--ack", nargs=2, metavar=("DEVICE", "ALARM"), help="acknowledge ALARM ('*': all) and exit"
+    )
+    g.add_argument("--silence", nargs=2, metavar=("DEVICE", "ALARM"), help="pause ALARM's audio and exit")
+    p.add_argument(
+        "--duration", type=float, metavar="S", help="silence for S seconds (default: the monitor's)"
+    )
+    p.add_argument(
+        "--timeout", type=float, default=10.0, help="seconds to wait for the broker to take a command"
+    )
+    p.add_argument("--seconds", type=float, default=0.0, help="exit after this long; 0 = until Ctrl-C")
+    p.set_defaults(func=_cmd_alarms)
 
     p = sub.add_parser("config", help="show or check the monitor configuration")
     csub = p.add_subparsers(dest="config_command", required=True, metavar="ACTION")
