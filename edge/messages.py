@@ -9,6 +9,7 @@ underlying samples and the monitor's wall-clock time of publication.
 from __future__ import annotations
 
 import json
+import math
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -88,3 +89,65 @@ class Alert:
             return cls(**d)
         except (KeyError, TypeError, json.JSONDecodeError) as exc:
             raise ValueError(f"malformed alert payload: {exc}") from None
+
+
+def _json_number(v: Any) -> Any:
+    """NaN and infinities as null (JSON has neither); other values as they are."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, dict):
+        return {k: _json_number(x) for k, x in v.items()}
+    return v
+
+
+@dataclass(frozen=True)
+class Vitals:
+    """Periodic summary of one device (``vigil/<site>/<device>/vitals``); unmeasured values are null.
+
+    ECG: ``hr_bpm`` (latest RR interval, falling while beats stop), ``rr_ms`` (latest RR),
+    ``mean_rr_ms``, ``sdnn_ms``, ``rmssd_ms``, ``pnn50_pct`` and ``cosen`` over the rhythm window of
+    ``n_rr`` intervals. Every kind: ``quality_score`` in [0, 1] and ``quality_flags`` (names of
+    :class:`~vigil.kernels.quality.QualityFlag` bits), ``lead_off``. ``eeg`` (line length, band
+    powers) and ``emg`` (rms, mav, envelope) summaries for those kinds; ``stream`` holds link
+    counters (frames, gaps, samples lost, resets, frames dropped by backpressure).
+    """
+
+    site: str
+    device: str
+    kind: str  # "ecg", "eeg", "emg"
+    device_time_us: int
+    hr_bpm: float | None = None
+    rr_ms: float | None = None
+    mean_rr_ms: float | None = None
+    sdnn_ms: float | None = None
+    rmssd_ms: float | None = None
+    pnn50_pct: float | None = None
+    cosen: float | None = None
+    n_rr: int = 0
+    quality_score: float | None = None
+    quality_flags: list[str] = field(default_factory=list)
+    lead_off: bool = False
+    eeg: dict[str, Any] = field(default_factory=dict)
+    emg: dict[str, Any] = field(default_factory=dict)
+    stream: dict[str, Any] = field(default_factory=dict)
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    monitor_time: str = field(default_factory=_now_iso)
+
+    @property
+    def topic(self) -> str:
+        return topic(self.site, self.device, "vitals")
+
+    def to_json(self) -> bytes:
+        d = {k: _json_number(v) for k, v in asdict(self).items()}
+        return json.dumps({"schema": SCHEMA_VITALS, **d}, separators=(",", ":"), sort_keys=True).encode()
+
+    @classmethod
+    def from_json(cls, payload: bytes | str) -> Vitals:
+        """Parse a vitals payload; ``ValueError`` for anything that is not schema-1 vitals JSON."""
+        try:
+            d = json.loads(payload)
+            if d.pop("schema") != SCHEMA_VITALS:
+                raise ValueError("not a vigil.vitals/1 payload")
+            return cls(**d)
+        except (KeyError, TypeError, AttributeError, json.JSONDecodeError) as exc:
+            raise ValueError(f"malformed vitals payload: {exc}") from None
