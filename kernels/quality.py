@@ -288,6 +288,9 @@ class SignalQuality:
         return self._windows(first, out[:k])
 
     def _windows(self, first: int, m: np.ndarray) -> QualityWindows:
+        if len(m) == 0:  # most chunks complete no window: skip the scoring
+            empty = np.zeros((0, self.n_channels))
+            return QualityWindows(np.zeros(0, dtype=np.int64), empty.astype(np.int64), empty, m.copy())
         th = self.thresholds
         metric = m.copy()
         frac = metric.copy()
