@@ -15,7 +15,7 @@ MB is 10**6 bytes.
 
 Example::
 
-    .venv/bin/python bench/decode.py --rounds 9 --json /tmp/decode.json
+    .venv/bin/python bench/decode.py --rounds 9 --json decode.json
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ for (a), >= 2x for (b).
 
 Example::
 
-    .venv/bin/python bench/filters.py --rounds 9 --json /tmp/filters.json
+    .venv/bin/python bench/filters.py --rounds 9 --json filters.json
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ Examples::
     .venv/bin/python bench/qrs.py                      # everything (slow the first time)
     .venv/bin/python bench/qrs.py --vigil-only         # fast re-score while tuning
     .venv/bin/python bench/qrs.py --vigil-only --watch
-    .venv/bin/python bench/qrs.py --records 100,101 --stream-chunk 360 --json /tmp/qrs.json
+    .venv/bin/python bench/qrs.py --records 100,101 --stream-chunk 360 --json qrs.json
 """
 
 from __future__ import annotations

@@ -150,6 +150,19 @@ class Broker:
         self.stop()
 
 
+def make_password_file(path: Path, users: dict[str, str]) -> Path:
+    """A Mosquitto password file for ``users`` made by deploy/mosquitto/make-passwd.sh (hashed)."""
+    tool_dir = str(Path(require_tool("mosquitto_passwd")).parent)
+    subprocess.run(
+        ["sh", str(DEPLOY / "make-passwd.sh"), str(path)],
+        input="".join(f"{u}:{p}\n" for u, p in users.items()).encode(),
+        check=True,
+        capture_output=True,
+        env={**os.environ, "PATH": os.environ.get("PATH", "") + ":" + tool_dir},
+    )
+    return path
+
+
 def make_certs(workdir: Path) -> dict[str, Path]:
     """A throwaway CA, a server certificate for 127.0.0.1/localhost and a client certificate (openssl).
 

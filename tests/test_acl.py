@@ -14,7 +14,7 @@ from types import SimpleNamespace
 
 import paho.mqtt.client as mqtt
 import pytest
-from broker import DEPLOY, Broker, Collector, require_tool
+from broker import DEPLOY, Broker, Collector, make_password_file
 from paho.mqtt.enums import CallbackAPIVersion
 
 USERS = {
@@ -27,15 +27,7 @@ USERS = {
 
 @pytest.fixture
 def acl_broker(tmp_path: Path) -> Iterator[Broker]:
-    passwd = tmp_path / "passwd"
-    tool_dir = str(Path(require_tool("mosquitto_passwd")).parent)
-    subprocess.run(
-        ["sh", str(DEPLOY / "make-passwd.sh"), str(passwd)],
-        input="".join(f"{u}:{p}\n" for u, p in USERS.items()).encode(),
-        check=True,
-        capture_output=True,
-        env={**os.environ, "PATH": os.environ.get("PATH", "") + ":" + tool_dir},
-    )
+    passwd = make_password_file(tmp_path / "passwd", USERS)
     assert "pw-ecg-1" not in passwd.read_text()  # hashed, not plain
     b = Broker(
         tmp_path / "broker", conf=f"password_file {passwd}\nacl_file {DEPLOY / 'acl'}\n", anonymous=False
@@ -143,16 +135,8 @@ def test_deploy_config_as_shipped_serves_tls(tmp_path: Path) -> None:
     from vigil.edge.publisher import MQTTPublisher, TLSConfig
 
     certs = make_certs(tmp_path / "certs")
-    passwd = tmp_path / "passwd"
-    subprocess.run(
-        ["sh", str(DEPLOY / "make-passwd.sh"), str(passwd)],
-        input=b"vigil-monitor:pw-monitor\nvigil-station:pw-station\n",
-        check=True,
-        capture_output=True,
-        env={
-            **os.environ,
-            "PATH": os.environ.get("PATH", "") + ":" + str(Path(require_tool("mosquitto_passwd")).parent),
-        },
+    passwd = make_password_file(
+        tmp_path / "passwd", {"vigil-monitor": "pw-monitor", "vigil-station": "pw-station"}
     )
     tls_port, plain_port = free_port(), free_port()
     conf = (DEPLOY / "mosquitto.conf").read_text()

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
-from broker import DEPLOY, Broker, Collector, make_certs, require_tool
+from broker import Broker, Collector, make_certs, make_password_file
 
 from vigil.edge.messages import SCHEMA_STATUS, AlarmState, Alert, Priority
 from vigil.edge.outbox import Outbox
@@ -234,16 +234,8 @@ def test_command_hook(tmp_path: Path, broker: Broker) -> None:
 
 def test_tls_and_password(tmp_path: Path) -> None:
     certs = make_certs(tmp_path / "certs")
-    passwd = tmp_path / "passwd"
-    subprocess.run(
-        [str(DEPLOY / "make-passwd.sh"), str(passwd)],
-        input=b"vigil-monitor:s3cret-monitor\nvigil-station:s3cret-station\n",
-        check=True,
-        capture_output=True,
-        env={
-            **os.environ,
-            "PATH": os.environ.get("PATH", "") + ":" + str(Path(require_tool("mosquitto_passwd")).parent),
-        },
+    passwd = make_password_file(
+        tmp_path / "passwd", {"vigil-monitor": "s3cret-monitor", "vigil-station": "s3cret-station"}
     )
     conf = (
         f"cafile {certs['ca.crt']}\ncertfile {certs['server.crt']}\nkeyfile {certs['server.key']}\n"

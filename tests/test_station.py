@@ -310,19 +310,11 @@ def test_cli_alarms_headless(broker: Broker, tmp_path: Path) -> None:
 def test_cli_alarms_tls_password_and_acl(tmp_path: Path) -> None:
     """``vigil alarms`` over TLS with a password file, under the shipped ACL: the station may command,
     the monitor may not (the broker answers 0x87 and the command is reported as not sent, exit 1)."""
-    from broker import DEPLOY, make_certs, require_tool
+    from broker import DEPLOY, make_certs, make_password_file
 
     certs = make_certs(tmp_path / "certs")
-    passwd = tmp_path / "passwd"
-    subprocess.run(
-        [str(DEPLOY / "make-passwd.sh"), str(passwd)],
-        input=b"vigil-monitor:s3cret-monitor\nvigil-station:s3cret-station\n",
-        check=True,
-        capture_output=True,
-        env={
-            **os.environ,
-            "PATH": os.environ.get("PATH", "") + ":" + str(Path(require_tool("mosquitto_passwd")).parent),
-        },
+    passwd = make_password_file(
+        tmp_path / "passwd", {"vigil-monitor": "s3cret-monitor", "vigil-station": "s3cret-station"}
     )
     conf = (
         f"cafile {certs['ca.crt']}\ncertfile {certs['server.crt']}\nkeyfile {certs['server.key']}\n"

@@ -334,8 +334,8 @@ frames of at most {limit} samples. `test_vectors.c` encodes the same frames with
 and compares them byte for byte:
 
     cc -std=c99 -Wall -Wextra -Werror -pedantic -I firmware_bridge/c \\
-        firmware_bridge/c/test_vectors.c -o /tmp/test_vectors
-    /tmp/test_vectors firmware_bridge/c/vectors
+        firmware_bridge/c/test_vectors.c -o test_vectors
+    ./test_vectors firmware_bridge/c/vectors
 
 Conventions. `raw[i][c]` is sample `i` of channel `c` in wire units (int16, int24 held in int32,
 or float32); `k = i * C + c` is its index in the sample-major payload; the receiver computes
