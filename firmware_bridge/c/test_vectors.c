@@ -2,10 +2,10 @@
  * test_vectors.c - check vigil_frame.h against the shared vectors written by make_vectors.py.
  *
  *     cc -std=c99 -Wall -Wextra -Werror -pedantic -I firmware_bridge/c \
- *         firmware_bridge/c/test_vectors.c -o /tmp/test_vectors
- *     /tmp/test_vectors firmware_bridge/c/vectors   # encode each vector, compare with <name>.bin
- *     /tmp/test_vectors --hex                       # print "<name> <hex>" of each C encoding
- *     /tmp/test_vectors --cobs < lines              # each input line is hex; print its COBS as hex
+ *         firmware_bridge/c/test_vectors.c -o ./test_vectors
+ *     ./test_vectors firmware_bridge/c/vectors   # encode each vector, compare with <name>.bin
+ *     ./test_vectors --hex                       # print "<name> <hex>" of each C encoding
+ *     ./test_vectors --cobs < lines              # each input line is hex; print its COBS as hex
  *
  * The first form also checks the CRC-32C check value and that the encoder refuses every invalid
  * field; it prints one line per check and exits non-zero on any failure. The frames are defined
