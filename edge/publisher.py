@@ -62,11 +62,29 @@ class ConnectionState(Enum):
 
 @dataclass(frozen=True)
 class TLSConfig:
-    """Server verification against ``ca_certs``; ``certfile``/``keyfile`` for client-certificate auth."""
+    """Server verification against ``ca_certs`` (None or "": the system trust store);
+    ``certfile``/``keyfile`` for client-certificate auth."""
 
-    ca_certs: str
+    ca_certs: str | None = None
     certfile: str | None = None
     keyfile: str | None = None
+
+
+def configure_auth(
+    client: mqtt.Client, username: str | None, password: str | None, tls: TLSConfig | None
+) -> None:
+    """Username/password and TLS (server certificate always verified) on a paho client; shared by
+    the publisher and the nurse station so both connect the same way."""
+    if username is not None:
+        client.username_pw_set(username, password)
+    if tls is not None:
+        client.tls_set(
+            ca_certs=tls.ca_certs or None,
+            certfile=tls.certfile,
+            keyfile=tls.keyfile,
+            cert_reqs=ssl.CERT_REQUIRED,
+            tls_version=ssl.PROTOCOL_TLS_CLIENT,
+        )
 
 
 @dataclass(frozen=True)
@@ -145,16 +163,7 @@ class MQTTPublisher:
         c.enable_logger(paho_log)
         c.max_queued_messages_set(0)
         c.reconnect_delay_set(backoff_s[0], backoff_s[1])  # type: ignore[arg-type]  # floats work
-        if username is not None:
-            c.username_pw_set(username, password)
-        if tls is not None:
-            c.tls_set(
-                ca_certs=tls.ca_certs,
-                certfile=tls.certfile,
-                keyfile=tls.keyfile,
-                cert_reqs=ssl.CERT_REQUIRED,
-                tls_version=ssl.PROTOCOL_TLS_CLIENT,
-            )
+        configure_auth(c, username, password, tls)
         c.will_set(self.status_topic, self._status_payload("offline"), qos=1, retain=True)
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect

@@ -292,7 +292,7 @@ def make_publisher(config: Config, outbox: Outbox) -> MQTTPublisher:
     m = config.mqtt
     tls = None
     if m.tls_enabled:
-        tls = TLSConfig(m.tls.ca or None, m.tls.cert or None, m.tls.key or None)  # type: ignore[arg-type]
+        tls = TLSConfig(m.tls.ca or None, m.tls.cert or None, m.tls.key or None)
     return MQTTPublisher(
         outbox,
         m.host,

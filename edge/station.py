@@ -27,7 +27,6 @@ import json
 import logging
 import queue
 import socket
-import ssl
 import sys
 import threading
 import time
@@ -44,7 +43,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from vigil.edge.commands import Command, SeenIds
 from vigil.edge.messages import AlarmState, Alert, Priority, topic
-from vigil.edge.publisher import TLSConfig
+from vigil.edge.publisher import TLSConfig, configure_auth
 
 log = logging.getLogger(__name__)
 
@@ -261,16 +260,7 @@ class Station:
         c.suppress_exceptions = True
         c.enable_logger(log.getChild("paho"))
         c.reconnect_delay_set(backoff_s[0], backoff_s[1])  # type: ignore[arg-type]  # floats work
-        if username is not None:
-            c.username_pw_set(username, password)
-        if tls is not None:
-            c.tls_set(
-                ca_certs=tls.ca_certs or None,  # "": the system trust store
-                certfile=tls.certfile,
-                keyfile=tls.keyfile,
-                cert_reqs=ssl.CERT_REQUIRED,
-                tls_version=ssl.PROTOCOL_TLS_CLIENT,
-            )
+        configure_auth(c, username, password, tls)
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
         c.on_subscribe = self._on_subscribe
