@@ -21,6 +21,7 @@ negative code, which decodes below the signal's range; use float32 to keep NaN a
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -306,6 +307,9 @@ class ReplayTransport(Transport):
 
     Yields ``LinkEvent(CONNECTED)`` first and ``LinkEvent(CLOSED)`` last (at the end of the
     recording, or after :meth:`close`). Ground-truth annotations: see the module docstring.
+
+    ``loop=True`` starts the recording again after its last sample, as one continuous stream
+    (sequence numbers and timestamps go on) until :meth:`close`; annotations cover the first pass.
     """
 
     name = "replay"
@@ -322,6 +326,7 @@ class ReplayTransport(Transport):
         first_sequence: int = 0,
         stream_id: int = 0,
         wire: bool = True,
+        loop: bool = False,
     ) -> None:
         super().__init__()
         if speed < 0:
@@ -338,6 +343,9 @@ class ReplayTransport(Transport):
         self.first_sequence = int(first_sequence)
         self.stream_id = int(stream_id)
         self.wire = wire
+        self.loop = bool(loop)
+        if self.loop and len(recording.signal) == 0:
+            raise ValueError("cannot loop an empty recording")
         self.source = f"replay:{recording.name}:{self.device_id}"
         x = recording.signal
         with np.errstate(all="ignore"):
@@ -376,28 +384,37 @@ class ReplayTransport(Transport):
     async def items(self) -> AsyncIterator[Item]:
         rec = self.recording
         n = len(rec.signal)
-        first, seq, ts = frame_plan(n, self.frame_samples, rec.fs, self.start_us, self.first_sequence)
+        first, seq, _ = frame_plan(n, self.frame_samples, rec.fs, self.start_us, self.first_sequence)
         last = np.minimum(first + self.frame_samples, n)
-        yield LinkEvent(self.source, LinkState.CONNECTED, f"{len(first)} frames")
+        yield LinkEvent(
+            self.source, LinkState.CONNECTED, f"{len(first)} frames{' (looped)' if self.loop else ''}"
+        )
         t0 = time.monotonic()
-        plan = zip(first.tolist(), last.tolist(), seq.tolist(), ts.tolist(), strict=True)
-        for k, (a, b, s, t) in enumerate(plan):
+        k = 0  # frames of all passes
+        passes = itertools.count() if self.loop else range(1)
+        for p in passes:
+            base = p * n  # stream sample of this pass's first sample
+            for a, b, s in zip(first.tolist(), last.tolist(), seq.tolist(), strict=True):
+                if self._closed:
+                    break
+                if self.speed > 0:
+                    delay = t0 + (base + b) / (rec.fs * self.speed) - time.monotonic()
+                    await asyncio.sleep(max(0.0, delay))
+                elif k % 64 == 0:
+                    await asyncio.sleep(0)
+                if self._closed:
+                    break
+                s = (s + p * len(first)) % (1 << 32)
+                frame = self._frame(a, s, self.start_us + round((base + a) * (1e6 / rec.fs)))
+                if self.wire:
+                    data = encode(frame)
+                    self.stats.bytes += len(data)
+                    frame = decode(data)
+                self.stats.frames += 1
+                self.samples_sent = base + b
+                k += 1
+                yield Received(frame, self.source, time.monotonic())
             if self._closed:
                 break
-            if self.speed > 0:
-                delay = t0 + b / (rec.fs * self.speed) - time.monotonic()
-                await asyncio.sleep(max(0.0, delay))
-            elif k % 64 == 0:
-                await asyncio.sleep(0)
-            if self._closed:
-                break
-            frame = self._frame(a, s, t)
-            if self.wire:
-                data = encode(frame)
-                self.stats.bytes += len(data)
-                frame = decode(data)
-            self.stats.frames += 1
-            self.samples_sent = b
-            yield Received(frame, self.source, time.monotonic())
         self._closed = True
         yield LinkEvent(self.source, LinkState.CLOSED, f"{self.stats.frames} frames sent")

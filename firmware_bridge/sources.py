@@ -6,7 +6,8 @@
 ``serial:///dev/ttyACM0?baud=N``    COBS-framed Vigil frames over USB-CDC / UART
 ``ble://ADDRESS?profile=P``         a BLE device by address; P is ``hrs``, ``polar-ecg`` or ``vigil``
 ``ble://name/NAME?profile=P``       a BLE device by advertised name (found by scanning)
-``replay://PATH?speed=X``           a WFDB record or EDF/BDF file (X x real time, 0 = flat out)
+``replay://PATH?speed=X&loop=1``    a WFDB record or EDF/BDF file (X x real time, 0 = flat out;
+                                    loop: start again at the end, as one continuous stream)
 ``sim://?devices=N&kind=K``         N simulated wearables (K: ecg, eeg, emg; also fs, speed, seed)
 ==================================  =============================================================
 
@@ -91,8 +92,14 @@ def open_source(source: str) -> Transport:
         speed = _number(params, "speed", 1.0)
         if speed < 0:
             raise ValueError(f"speed must be >= 0, got {speed:g}")
+        loop = params.get("loop", "0").lower()
+        if loop not in ("0", "1", "true", "false"):
+            raise ValueError(f"loop must be 0 or 1, got {loop!r}")
         return ReplayTransport(
-            read_recording(path), device_id=int(_number(params, "device", 1, int)), speed=speed
+            read_recording(path),
+            device_id=int(_number(params, "device", 1, int)),
+            speed=speed,
+            loop=loop in ("1", "true"),
         )
     if scheme == "sim":
         from .protocol import ChannelKind

@@ -173,3 +173,33 @@ async def test_close_stops_replay(rec100):
         elif item.state == LinkState.CLOSED:
             break
     assert n == 10 and t.closed
+
+
+async def test_loop_continues_one_stream_until_closed(rec100):
+    """A looped replay starts again at the end with sequence numbers and timestamps going on."""
+    seg = rec100.segment(0, 1.0)  # 360 samples: 10 frames of 36
+    t = ReplayTransport(seg, frame_samples=36, speed=0, loop=True, first_sequence=2**32 - 3)
+    frames = []
+    async for item in t:
+        if isinstance(item, Received):
+            frames.append(item.frame)
+            if len(frames) == 25:
+                await t.close()
+    assert len(frames) == 25
+    seqs = [f.sequence for f in frames]
+    assert seqs == [(2**32 - 3 + k) % 2**32 for k in range(25)]
+    ts = np.array([f.timestamp_us for f in frames])
+    np.testing.assert_array_equal(ts, np.round(np.arange(25) * 36 * (1e6 / 360)).astype(np.int64))
+    first = np.concatenate([f.physical()[:, 0] for f in frames[:10]])
+    second = np.concatenate([f.physical()[:, 0] for f in frames[10:20]])
+    np.testing.assert_array_equal(first, second)
+    assert t.samples_sent == 25 * 36
+
+
+def test_loop_source_string(tmp_path, data_dir):
+    from vigil.firmware_bridge.sources import open_source
+
+    assert open_source(f"replay://{data_dir / 'mitdb' / '100'}?loop=1&speed=0").loop
+    assert not open_source(f"replay://{data_dir / 'mitdb' / '100'}").loop
+    with pytest.raises(ValueError, match="loop must be 0 or 1"):
+        open_source(f"replay://{data_dir / 'mitdb' / '100'}?loop=yes")
