@@ -29,8 +29,23 @@ def _cmd_beats(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from vigil.edge.demo import run_demo
 
+    broker = None if args.broker == "none" else args.broker
+    live = False if args.plain else None
+    return run_demo(
+        seconds=args.seconds or None,
+        speed=args.speed,
+        broker=broker,
+        outbox=args.outbox,
+        live=live,
+        overrides=args.overrides or (),
+    )
+
+
+def _cmd_replay(args: argparse.Namespace) -> int:
+    from vigil.edge.record_view import replay_records
+
     seconds = None if args.seconds == 0 else args.seconds
-    return run_demo(records=args.record, speed=args.speed, seconds=seconds)
+    return replay_records(records=args.record, speed=args.speed, seconds=seconds)
 
 
 def _cmd_stream(args: argparse.Namespace) -> int:
@@ -186,11 +201,37 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--timeout", type=float, default=5.0, help="seconds to listen (default 5)")
     q.set_defaults(func=_cmd_devices_scan)
 
-    p = sub.add_parser("demo", help="stream bundled real recordings and show beats, rate, quality")
-    p.add_argument("--record", action="append", help="WFDB record (repeatable; default: bundled 100, 208)")
+    p = sub.add_parser(
+        "demo", help="the whole monitor on 12 built-in simulated and recorded wearables, live in the terminal"
+    )
+    p.add_argument(
+        "--seconds", type=float, default=60.0, help="wall seconds to run (default 60; 0 = until Ctrl-C)"
+    )
+    p.add_argument("--speed", type=float, default=4.0, help="x real time (default 4)")
+    p.add_argument(
+        "--broker",
+        default="auto",
+        metavar="URL",
+        help="mqtt://HOST:PORT for the alarms and vitals; 'auto' (default): mqtt://127.0.0.1:1883 when "
+        "reachable; 'none': outbox only",
+    )
+    p.add_argument(
+        "--outbox", metavar="PATH", help="outbox file (default: storage.outbox_path of the profile)"
+    )
+    p.add_argument(
+        "--plain", action="store_true", help="plain lines, no live view (default when not a terminal)"
+    )
+    p.add_argument("--set", dest="overrides", action="append", metavar="KEY=VALUE",
+                   help="override a configuration key, e.g. alarms.tachycardia.threshold=130")  # fmt: skip
+    p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser(
+        "replay", help="one ECG record through the ECG kernels: rhythm every 5 s, beats scored"
+    )
+    p.add_argument("record", nargs="*", help="WFDB record paths (default: bundled MIT-BIH 100 and 208)")
     p.add_argument("--speed", type=float, default=20.0, help="x real time; 0 = as fast as possible")
     p.add_argument("--seconds", type=float, default=120.0, help="signal seconds per record; 0 = all")
-    p.set_defaults(func=_cmd_demo)
+    p.set_defaults(func=_cmd_replay)
 
     p = sub.add_parser("run", help="the monitor: configured devices -> alarms -> outbox and MQTT")
     p.add_argument("--config", metavar="FILE", help="TOML file (default: the embedded demo profile)")

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 
 from vigil.edge.cli import main
-from vigil.edge.demo import run_demo
+from vigil.edge.record_view import replay_records
 from vigil.firmware_bridge.replay import read_wfdb
 from vigil.kernels import qrs
 
@@ -51,9 +51,9 @@ def test_bad_arguments_give_clear_errors(data_dir, capsys):
     assert _vigil("beats", str(data_dir / "mitdb" / "100"), "--chunk", "0").returncode == 2
 
 
-def test_demo_streams_and_scores(data_dir):
+def test_replay_streams_and_scores(data_dir):
     out = io.StringIO()
-    assert run_demo(speed=0, seconds=30, out=out) == 0
+    assert replay_records(speed=0, seconds=30, out=out) == 0
     text = out.getvalue()
     assert "100 lead MLII" in text and "208 lead MLII" in text
     assert text.count("sensitivity 100.00 %") == 2
