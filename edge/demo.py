@@ -51,7 +51,7 @@ from .config import Config, load_config
 from .messages import AlarmState, Alert, Priority
 from .outbox import Outbox
 from .publisher import MQTTPublisher
-from .run import CommandInbox, RunMonitor, alert_line, make_publisher, open_outbox
+from .run import CommandInbox, RunMonitor, alert_line, make_publisher, open_outbox, sigterm_as_interrupt
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 AUTO_BROKER = "mqtt://127.0.0.1:1883"
@@ -480,7 +480,8 @@ def run_demo(
         print(f"vigil demo: {len(ward)} devices at {speed:g}x real time; mqtt {mqtt_text}; outbox "
               f"{config.storage.outbox}", file=out, flush=True)  # fmt: skip
     try:
-        asyncio.run(_run(monitor, transports, seconds, status, sink, live, out))
+        with sigterm_as_interrupt():
+            asyncio.run(_run(monitor, transports, seconds, status, sink, live, out))
     except KeyboardInterrupt:
         pass
     finally:

@@ -21,8 +21,9 @@ an :class:`~vigil.edge.publisher.MQTTPublisher` drains it (alerts and vitals) an
 which are parsed, de-duplicated by id and applied to the alarm engine in the processing thread,
 between batches. Without MQTT, alerts are committed to the outbox and printed, one line each; vitals
 are counted only. Replay and simulator sources run lossless (they wait for queue room). The run ends
-after ``seconds`` or on Ctrl-C; when every source has ended before, the alarm engine keeps ticking
-(device lost, escalation) and commands are still applied, so latched alarms can be acknowledged.
+after ``seconds``, on Ctrl-C or on SIGTERM (each a clean stop: publisher flushed, outbox closed);
+when every source has ended before, the alarm engine keeps ticking (device lost, escalation) and
+commands are still applied, so latched alarms can be acknowledged.
 """
 
 from __future__ import annotations
@@ -31,9 +32,12 @@ import asyncio
 import logging
 import math
 import queue
+import signal
 import sys
+import threading
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any, TextIO
 from urllib.parse import parse_qs, urlsplit
@@ -315,6 +319,25 @@ def open_outbox(config: Config) -> Outbox:
     return Outbox(path, max_bytes=config.storage.max_bytes)
 
 
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Within the block, SIGTERM (``systemctl stop``, ``docker stop``) ends a run as Ctrl-C does:
+    sources closed, the publisher given its flush time, the outbox closed. Main thread only (Python
+    delivers signals there); elsewhere a no-op."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def run_monitor(
     config: Config, seconds: float | None = None, report_s: float = 5.0, out: TextIO = sys.stdout
 ) -> CommandStats:
@@ -336,7 +359,8 @@ def run_monitor(
         try:
             lossless = [s.lossless for s in sources]
             report = lambda: _report(monitor, inbox, sink, report_s, out)  # noqa: E731
-            asyncio.run(_run_async(monitor, transports, lossless, seconds, report))
+            with sigterm_as_interrupt():
+                asyncio.run(_run_async(monitor, transports, lossless, seconds, report))
         except KeyboardInterrupt:
             pass
         finally:

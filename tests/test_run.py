@@ -132,3 +132,27 @@ def test_replay_with_mqtt_publishes_vitals_and_applies_commands(tmp_path: Path, 
     assert (stats.received, stats.applied, stats.duplicate, stats.malformed) == (4, 1, 1, 2)
     assert "commands 1 (dup 1 malformed 2)" in out.getvalue()
     assert "mqtt connected" in out.getvalue()
+
+
+def test_sigterm_stops_cleanly(tmp_path: Path, data_dir: Path):
+    """systemd/docker stop: SIGTERM ends the run like Ctrl-C, with the final statistics and exit 0."""
+    import signal
+
+    config = _replay_config(tmp_path, data_dir, 1)
+    text = config.read_text().replace("speed=0", "speed=1").replace("enabled = true", "enabled = false")
+    config.write_text(text)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vigil.edge.cli", "run", "--config", str(config), "--every", "0.5"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        while "frames" not in proc.stdout.readline():  # a statistics line: the monitor is running
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    assert "processed" in out.splitlines()[-1]  # the closing statistics line
+    assert (tmp_path / "outbox").is_file()
