@@ -12,7 +12,7 @@ from vigil.kernels import rhythm as R
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "mitdb"
 FIELDS = ("beat", "rr_samples", "rr_s", "hr_bpm", "n_rr", "mean_rr_ms", "hr_window_bpm",
-          "sdnn_ms", "rmssd_ms", "pnn50_pct", "cosen")
+          "sdnn_ms", "rmssd_ms", "pnn50_pct", "cosen")  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------
