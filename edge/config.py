@@ -144,7 +144,6 @@ class MonitorConfig(_Section):
     id: str = ""  # "": this host's name
     tick_s: float = _num(0.1, 0.0, 10.0, above=True)
     queue_blocks: int = _num(512, 1, 1_000_000)
-    queue_messages: int = _num(10_000, 1, 10_000_000)
 
     def _check(self) -> None:
         _check_topic_level("site", self.site)
