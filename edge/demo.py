@@ -127,11 +127,8 @@ def simulated_ward(seed: int = 7) -> tuple[list[DeviceSpec], list[DemoDevice]]:
     specs, devices = [], []
     for i, (name, base, episodes) in enumerate(plan, start=1):
         kind = ChannelKind(base.kind)
-        spec = DeviceSpec(
-            **{**base.__dict__, "episodes": episodes, "device_id": i, "seed": int(rng.integers(2**31)),
-               "heart_rate": float(rng.uniform(62, 84))}
-        )  # fmt: skip
-        specs.append(spec)
+        seed, heart_rate = int(rng.integers(2**31)), float(rng.uniform(62, 84))
+        specs.append(replace(base, episodes=episodes, device_id=i, seed=seed, heart_rate=heart_rate))
         script = tuple((e.start_s, e.stop_s, _episode_label(e)) for e in episodes)
         idle = {ChannelKind.ECG: "sinus rhythm", ChannelKind.EEG: "background", ChannelKind.EMG: "rest"}[kind]
         devices.append(DemoDevice(i, name, kind.name.lower(), "simulated", script, idle))
