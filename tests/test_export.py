@@ -1,0 +1,184 @@
+"""export/: torch -> ONNX parity, static INT8 (QDQ), model cards and the verified runtime loader."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vigil.export.card import ModelCard, ModelError, artifact, card_path, load_card
+from vigil.export.runtime import CPU, CUDA, TENSORRT, engine_cache_dir, load_model, provider_plan
+
+torch = pytest.importorskip("torch", reason="export tests need the train extra (torch)")
+pytest.importorskip("onnx", reason="export tests need the train extra (onnx)")
+
+
+class TinyTCN(torch.nn.Module):
+    """Two dilated causal convolutions, global average pooling, a linear head (3 classes)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1 = torch.nn.Conv1d(1, 8, 3, dilation=1, padding=2)
+        self.c2 = torch.nn.Conv1d(8, 8, 3, dilation=2, padding=4)
+        self.head = torch.nn.Linear(8 + 2, 3)
+
+    def forward(self, x: torch.Tensor, rr: torch.Tensor) -> torch.Tensor:
+        n = x.shape[-1]
+        h = torch.relu(self.c1(x)[..., :n])
+        h = torch.relu(self.c2(h)[..., :n])
+        return self.head(torch.cat([h.mean(-1), rr], dim=1))
+
+
+def _inputs(n: int, seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    t = np.linspace(0, 1, 64, dtype=np.float32)
+    x = np.sin(2 * np.pi * rng.uniform(1, 5, (n, 1, 1)) * t).astype(np.float32)
+    return {"beat": x + 0.1 * rng.standard_normal((n, 1, 64)).astype(np.float32),
+            "rr": rng.uniform(0.5, 1.5, (n, 2)).astype(np.float32)}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def zoo(tmp_path_factory) -> Path:
+    from vigil.export.onnx_export import export_onnx
+    from vigil.export.quantize import quantize_int8
+
+    torch.manual_seed(0)
+    d = tmp_path_factory.mktemp("zoo")
+    model = TinyTCN()
+    diff = export_onnx(model, _inputs(4), d / "tiny.fp32.onnx", check_inputs=_inputs(256, 1))
+    assert diff <= 1e-4
+    quantize_int8(d / "tiny.fp32.onnx", d / "tiny.int8.onnx", _inputs(512, 2))
+    card = ModelCard(
+        name="tiny", task="ecg-beats", version="test", classes=("N", "S", "V"),
+        inputs={"beat": (-1, 1, 64), "rr": (-1, 2)},
+        preprocessing={"id": "beat-window/1", "fs": 128.0},
+        artifacts={"fp32": artifact(d / "tiny.fp32.onnx"), "int8": artifact(d / "tiny.int8.onnx")},
+    )  # fmt: skip
+    card.save(card_path(d / "tiny"))
+    return d
+
+
+def test_exported_model_has_dynamic_batch_and_matches_torch(zoo: Path):
+    m = load_model(zoo / "tiny", precision="fp32", providers="cpu")
+    for n in (1, 7, 300):
+        assert m.run(_inputs(n, 3)).shape == (n, 3)
+    assert m.provider == CPU
+
+
+def test_int8_is_qdq_and_close_to_fp32(zoo: Path):
+    import onnx
+
+    ops = {n.op_type for n in onnx.load(str(zoo / "tiny.int8.onnx")).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    x = _inputs(400, 4)
+    fp = load_model(zoo / "tiny", precision="fp32").run(x)
+    q = load_model(zoo / "tiny", precision="int8").run(x)
+    assert np.mean(fp.argmax(1) == q.argmax(1)) > 0.95
+    graph = onnx.load(str(zoo / "tiny.int8.onnx")).graph
+    int8 = {i.name for i in graph.initializer if i.data_type == onnx.TensorProto.INT8}
+    assert {"c1.weight_quantized", "c2.weight_quantized", "head.weight_quantized"} <= int8  # INT8 weights
+
+
+def test_card_round_trip(zoo: Path):
+    card = load_card(zoo / "tiny.int8.onnx")
+    assert ModelCard.from_json(card.to_json()) == card
+    assert card.fs == 128.0 and card.inputs["beat"] == (-1, 1, 64)
+
+
+def _copy_zoo(zoo: Path, dst: Path) -> Path:
+    import shutil
+
+    shutil.copytree(zoo, dst)
+    return dst
+
+
+def test_corrupt_truncated_or_swapped_artifacts_are_refused(zoo: Path, tmp_path: Path):
+    d = _copy_zoo(zoo, tmp_path / "z")
+    data = (d / "tiny.int8.onnx").read_bytes()
+    (d / "tiny.int8.onnx").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ModelError, match="does not match the card"):
+        load_model(d / "tiny", precision="int8")
+    (d / "tiny.fp32.onnx").unlink()
+    with pytest.raises(ModelError, match="missing"):
+        load_model(d / "tiny", precision="fp32")
+    (d / "tiny.card.json").write_text("{not json")
+    with pytest.raises(ModelError, match="not a valid model card"):
+        load_model(d / "tiny")
+    with pytest.raises(ModelError, match="cannot read the model card"):
+        load_model(tmp_path / "nothing" / "tiny")
+
+
+def test_a_card_that_disagrees_with_the_network_is_refused(zoo: Path, tmp_path: Path):
+    d = _copy_zoo(zoo, tmp_path / "z")
+    card = load_card(d / "tiny")
+    bad = ModelCard(**{**card.__dict__, "inputs": {"beat": (-1, 1, 90), "rr": (-1, 2)}})
+    bad.save(card_path(d / "tiny"))
+    with pytest.raises(ModelError, match="input 'beat' has shape"):
+        load_model(d / "tiny")
+    bad = ModelCard(**{**card.__dict__, "classes": ("N", "V")})
+    bad.save(card_path(d / "tiny"))
+    with pytest.raises(ModelError, match="one score per class"):
+        load_model(d / "tiny")
+    card.save(card_path(d / "tiny"))
+    with pytest.raises(ModelError, match="expects 128 Hz input"):
+        load_model(d / "tiny", fs=360.0)
+    with pytest.raises(ModelError, match="not ecg-rhythm"):
+        load_model(d / "tiny", task="ecg-rhythm")
+    with pytest.raises(ModelError, match="preprocessing 'beat-window/9' is not implemented"):
+        ModelCard(**{**card.__dict__, "preprocessing": {"id": "beat-window/9", "fs": 128.0}})
+    # garbage bytes with a matching hash: ONNX Runtime refuses them, with the file named
+    (d / "tiny.int8.onnx").write_bytes(b"\x00not an onnx model")
+    ModelCard(
+        **{**card.__dict__, "artifacts": {**card.artifacts, "int8": artifact(d / "tiny.int8.onnx")}}
+    ).save(card_path(d / "tiny"))
+    with pytest.raises(ModelError, match="ONNX Runtime cannot load it"):
+        load_model(d / "tiny")
+
+
+def test_provider_plan_prefers_tensorrt_then_cuda_then_cpu():
+    assert provider_plan([CPU]) == [CPU]
+    assert provider_plan([CUDA, TENSORRT, CPU]) == [TENSORRT, CUDA, CPU]
+    assert provider_plan([CUDA, CPU], "tensorrt") == [CPU]
+    assert provider_plan([CUDA, TENSORRT, CPU], ["cuda"]) == [CUDA, CPU]
+    with pytest.raises(ValueError, match="unknown execution provider"):
+        provider_plan([CPU], "tpu")
+
+
+def test_missing_gpu_providers_fall_back_to_cpu_with_a_log(zoo: Path, caplog, monkeypatch):
+    import onnxruntime as ort
+
+    real = ort.InferenceSession
+
+    def fake_session(path, so, providers):
+        name = providers[0][0] if isinstance(providers[0], tuple) else providers[0]
+        if name != CPU:
+            raise RuntimeError(f"{name}: libcudart.so.12: cannot open shared object file")
+        return real(path, so, providers=providers)
+
+    monkeypatch.setattr(ort, "get_available_providers", lambda: [TENSORRT, CUDA, CPU])
+    monkeypatch.setattr(ort, "InferenceSession", fake_session)
+    with caplog.at_level(logging.WARNING, logger="vigil.export.runtime"):
+        m = load_model(zoo / "tiny")
+    assert m.provider == CPU
+    text = caplog.text
+    assert "TensorrtExecutionProvider unavailable" in text and "CUDAExecutionProvider unavailable" in text
+
+
+def test_engine_cache_is_keyed_by_model_tensorrt_and_gpu(tmp_path: Path):
+    a = engine_cache_dir(tmp_path, "a" * 64)
+    b = engine_cache_dir(tmp_path, "b" * 64)
+    assert a != b and a.parent == tmp_path and a.name.startswith("a" * 16 + "-trt")
+
+
+def test_tensorrt_engine_runs_where_tensorrt_imports(zoo: Path):
+    pytest.importorskip("tensorrt", reason="TensorRT is not installed here (Jetson / NVIDIA GPU machines)")
+    import onnxruntime as ort
+
+    if TENSORRT not in ort.get_available_providers():
+        pytest.skip("tensorrt imports but ONNX Runtime has no TensorRT execution provider")
+    m = load_model(zoo / "tiny", precision="int8", providers="tensorrt", engine_cache=zoo / "engines")
+    assert m.provider == TENSORRT
+    ref = load_model(zoo / "tiny", precision="int8", providers="cpu").run(_inputs(64, 5))
+    assert np.mean(m.run(_inputs(64, 5)).argmax(1) == ref.argmax(1)) > 0.95
