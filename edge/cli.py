@@ -164,6 +164,25 @@ def _cmd_alarms(args: argparse.Namespace) -> int:
             return 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from vigil.models.registry import ZOO, TrainOptions, default_data_root, network
+
+    opts = TrainOptions(
+        data=Path(args.data) if args.data else default_data_root(),
+        zoo=Path(args.zoo) if args.zoo else ZOO,
+        seed=args.seed,
+        epochs=args.epochs,
+        quick=args.quick,
+        progress=sys.stderr.isatty(),
+    )
+    mod = network(args.network)
+    card = mod.export(opts) if args.command == "export" else mod.train(opts)
+    print(f"{card.name}: {', '.join(a.file for a in card.artifacts.values())} in {opts.zoo}")
+    return 0
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -271,6 +290,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seconds", type=float, default=0.0, help="exit after this long; 0 = until Ctrl-C")
     p.set_defaults(func=_cmd_alarms)
 
+    from vigil.models.registry import NETWORKS
+
+    nets = ", ".join(NETWORKS)
+    actions = (
+        ("train", "train a network on the real data, evaluate it, export it to the zoo"),
+        ("export", "re-export a trained network (ONNX FP32 + INT8 + card) from its weights"),
+    )
+    for name, what in actions:
+        p = sub.add_parser(name, help=what)
+        p.add_argument("network", choices=list(NETWORKS), metavar="NETWORK", help=nets)
+        p.add_argument("--data", metavar="DIR", help="data root (default $VIGIL_DATA or ../shared/data)")
+        p.add_argument("--zoo", metavar="DIR", help="artifact folder (default models/zoo)")
+        p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+        p.add_argument("--epochs", type=_positive_int, help="training epochs (default: the network's)")
+        p.add_argument("--quick", action="store_true", help="a small, fast run for smoke tests")
+        p.set_defaults(func=_cmd_train)
+
     p = sub.add_parser("config", help="show or check the monitor configuration")
     csub = p.add_subparsers(dest="config_command", required=True, metavar="ACTION")
     set_help = "override one key, e.g. alarms.tachycardia.threshold=160 (repeatable; later wins)"
@@ -290,7 +326,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (FileNotFoundError, ValueError) as exc:
+    except (FileNotFoundError, ValueError, ImportError) as exc:
         print(f"vigil {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except BrokenPipeError:
