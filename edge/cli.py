@@ -183,6 +183,18 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_classify_beats(args: argparse.Namespace) -> int:
+    from vigil.edge.beat_classes import classify_record
+
+    return classify_record(args.record, channel=args.channel, model=args.model, precision=args.precision)
+
+
+def _cmd_classify_rhythm(args: argparse.Namespace) -> int:
+    from vigil.edge.rhythm_classes import classify_records
+
+    return classify_records(args.records, model=args.model, precision=args.precision)
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -306,6 +318,19 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--epochs", type=_positive_int, help="training epochs (default: the network's)")
         p.add_argument("--quick", action="store_true", help="a small, fast run for smoke tests")
         p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("classify-beats", help="beat classes of a WFDB record: 'sample_index class' per beat")
+    p.add_argument("record", help="WFDB record path without extension, e.g. data/mitdb/208")
+    p.add_argument("--channel", type=int, default=0, help="signal index (default 0)")
+    p.add_argument("--model", metavar="PATH", help="model card or artifact (default: the shipped ecg-beats)")
+    p.add_argument("--precision", choices=("int8", "fp32"), default="int8", help="artifact (default int8)")
+    p.set_defaults(func=_cmd_classify_beats)
+
+    p = sub.add_parser("classify-rhythm", help="rhythm of ECG strips: 'record label' (N, A, O, ~)")
+    p.add_argument("records", nargs="+", help="WFDB record paths without extension")
+    p.add_argument("--model", metavar="PATH", help="model card or artifact (default: the shipped ecg-rhythm)")
+    p.add_argument("--precision", choices=("int8", "fp32"), default="int8", help="artifact (default int8)")
+    p.set_defaults(func=_cmd_classify_rhythm)
 
     p = sub.add_parser("config", help="show or check the monitor configuration")
     csub = p.add_subparsers(dest="config_command", required=True, metavar="ACTION")
