@@ -51,12 +51,13 @@ the profile, which requires a Patient ``subject``. Signal quality also lists its
 
 from __future__ import annotations
 
+import json
 import math
 import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from vigil.edge.messages import AlarmState, Alert, Priority
+from vigil.edge.messages import AlarmState, Alert, Priority, Vitals
 
 FHIR_VERSION = "4.0.1"
 LOINC = "http://loinc.org"
@@ -233,3 +234,59 @@ def bundle(resources: Iterable[Mapping[str, Any]], timestamp: str | None = None)
 def _decimal(v: float) -> int | float:
     """JSON number for a FHIR decimal: integral values without a fraction."""
     return int(v) if float(v).is_integer() and abs(v) < 2**53 else round(float(v), 6)
+
+
+# -- publishing ----------------------------------------------------------------------------------
+
+#: What a monitor sink takes: (topic, payload, priority, kind).
+OutItem = tuple[str, bytes, Any, str]
+
+
+def fhir_topic(topic: str) -> str:
+    """``vigil/<site>/<device>/alert`` -> ``vigil/<site>/<device>/alert/fhir`` (likewise vitals): a
+    subscriber to ``.../+/alert`` never sees the FHIR copy, one to ``.../+/alert/fhir`` sees only it."""
+    return f"{topic}/fhir"
+
+
+def _dumps(resource: Mapping[str, Any]) -> bytes:
+    return json.dumps(resource, separators=(",", ":"), sort_keys=True).encode()
+
+
+class FHIRSink:
+    """Wraps a monitor sink (``publish_alert``, ``publish``, optional ``publish_many``) and also
+    publishes every alert as a ``DetectedIssue`` and every vitals payload as a ``Bundle`` of
+    ``Observation``\\ s (when it holds any) on the ``/fhir`` sub-topic (``mqtt.fhir = true``). The
+    FHIR copy of an alert travels in the same outbox batch as the alert, with the alert's priority,
+    so it is kept and resent exactly like it."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def __getattr__(self, name: str) -> Any:  # outbox, state, flush, stop ... of the wrapped sink
+        return getattr(self.inner, name)
+
+    def _mirror(self, topic: str, payload: bytes, priority: Any, kind: str) -> list[OutItem]:
+        item = (topic, payload, priority, kind)
+        if kind == "alert":
+            resource = detected_issue(Alert.from_json(payload))
+        elif kind == "vitals":
+            v = Vitals.from_json(payload)
+            observations = observations_from(v)
+            if not observations:  # nothing measured yet, or a kind with no FHIR vital (EEG, EMG)
+                return [item]
+            resource = bundle(observations, timestamp=v.monitor_time)
+        else:
+            return [item]
+        return [item, (fhir_topic(topic), _dumps(resource), priority, kind)]
+
+    def publish_many(self, items: Iterable[OutItem]) -> list[int]:
+        out = [m for it in items for m in self._mirror(*it)]
+        if hasattr(self.inner, "publish_many"):
+            return self.inner.publish_many(out)
+        return [self.inner.publish(*it) for it in out]
+
+    def publish_alert(self, alert: Alert) -> int:
+        return self.publish_many([(alert.topic, alert.to_json(), alert.priority, "alert")])[0]
+
+    def publish(self, topic: str, payload: bytes, priority: Any, kind: str) -> int:
+        return self.publish_many([(topic, payload, priority, kind)])[0]

@@ -17,7 +17,8 @@ index (device id ``index * 2**32 + device number``) before the monitor sees them
 A stream other than 0 adds ``-s<stream>``.
 
 Sink: the durable :class:`~vigil.edge.outbox.Outbox` at ``[storage]`` always. With ``mqtt.enabled``
-an :class:`~vigil.edge.publisher.MQTTPublisher` drains it (alerts and vitals) and receives commands,
+an :class:`~vigil.edge.publisher.MQTTPublisher` drains it (alerts and vitals, and with ``mqtt.fhir``
+their HL7 FHIR copies on ``.../alert/fhir`` and ``.../vitals/fhir``) and receives commands,
 which are parsed, de-duplicated by id and applied to the alarm engine in the processing thread,
 between batches. Without MQTT, alerts are committed to the outbox and printed, one line each; vitals
 are counted only. Replay and simulator sources run lossless (they wait for queue room). The run ends
@@ -47,6 +48,7 @@ from vigil.firmware_bridge.transport import Item, Received, Transport
 
 from .commands import Command, SeenIds
 from .config import Config, DeviceConfig
+from .fhir import FHIRSink
 from .messages import Alert
 from .outbox import Outbox
 from .pipeline import Monitor, MonitorStats
@@ -350,7 +352,8 @@ def run_monitor(
     outbox = open_outbox(config)
     try:
         sink: Any = make_publisher(config, outbox) if config.mqtt.enabled else LocalSink(outbox, out)
-        monitor = RunMonitor(config, sink, names=Namer(sources), commands=inbox)
+        to_monitor = FHIRSink(sink) if config.mqtt.enabled and config.mqtt.fhir else sink
+        monitor = RunMonitor(config, to_monitor, names=Namer(sources), commands=inbox)
         if isinstance(sink, MQTTPublisher):
             sink.on_command(inbox.submit)
             sink.start()

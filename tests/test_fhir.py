@@ -340,3 +340,47 @@ def test_validator_catches_bad_shapes() -> None:
     ):
         with pytest.raises(AssertionError):
             check_resource(bad)
+
+
+class _Inner:
+    def __init__(self, batched: bool) -> None:
+        self.items: list = []
+        if batched:
+            self.publish_many = lambda items: [self.items.extend(items), list(range(len(items)))][1]
+        self.outbox = "the wrapped sink's outbox"
+
+    def publish(self, topic, payload, priority, kind):
+        self.items.append((topic, payload, priority, kind))
+        return len(self.items)
+
+
+@pytest.mark.parametrize("batched", [True, False])
+def test_fhir_sink_mirrors_alerts_and_vitals_in_the_same_batch(batched: bool):
+    from vigil.edge.messages import Vitals
+
+    inner = _Inner(batched)
+    sink = fhir.FHIRSink(inner)
+    alert = Alert(
+        "ward", "bed-3", "asystole", Priority.HIGH, AlarmState.RAISED, 5_000_000, "asystole: no beat"
+    )
+    vit = Vitals("ward", "bed-3", "ecg", 6_000_000, hr_bpm=71.0, sdnn_ms=40.0, quality_score=0.9)
+    status = ("vigil/ward/mon/status", b"{}", None, "status")
+    empty = Vitals("ward", "eeg-1", "eeg", 6_000_000)  # no FHIR vital in it: no FHIR copy
+    sink.publish_many([(alert.topic, alert.to_json(), alert.priority, "alert"),
+                       (vit.topic, vit.to_json(), None, "vitals"), status,
+                       (empty.topic, empty.to_json(), None, "vitals")])  # fmt: skip
+    topics = [t for t, *_ in inner.items]
+    bed = "vigil/ward/bed-3"
+    assert topics == [f"{bed}/alert", f"{bed}/alert/fhir", f"{bed}/vitals", f"{bed}/vitals/fhir",
+                      "vigil/ward/mon/status", "vigil/ward/eeg-1/vitals"]  # fmt: skip
+    issue = json.loads(inner.items[1][1])
+    assert issue["resourceType"] == "DetectedIssue" and issue["severity"] == "high"
+    assert inner.items[1][2] == Priority.HIGH and inner.items[1][3] == "alert"  # kept like the alert
+    obs = json.loads(inner.items[3][1])
+    assert obs["resourceType"] == "Bundle"
+    codes = [e["resource"]["code"].get("coding", [{}])[0].get("code") for e in obs["entry"]]
+    assert "8867-4" in codes
+    inner.items.clear()
+    sink.publish_alert(alert)
+    assert len(inner.items) == 2
+    assert sink.outbox == "the wrapped sink's outbox"

@@ -156,3 +156,21 @@ def test_sigterm_stops_cleanly(tmp_path: Path, data_dir: Path):
     assert proc.returncode == 0, err
     assert "processed" in out.splitlines()[-1]  # the closing statistics line
     assert (tmp_path / "outbox").is_file()
+
+
+def test_fhir_copies_go_to_their_own_topics(tmp_path: Path, data_dir: Path):
+    with Broker(tmp_path / "broker") as broker:
+        collector = Collector(broker, "vigil/ward/+/vitals/fhir")
+        try:
+            path = _replay_config(tmp_path, data_dir, broker.port)
+            text = path.read_text().replace("vitals_period_s = 10.0", "vitals_period_s = 1.0\nfhir = true")
+            path.write_text(text)
+            run_monitor(load_config(path), seconds=4.0, report_s=10.0, out=io.StringIO())
+            assert _wait(lambda: len(collector.messages) >= 2, 10.0)
+            with collector._lock:
+                msg = collector.messages[0]
+        finally:
+            collector.close()
+    assert msg.topic == "vigil/ward/mitdb-100/vitals/fhir"
+    bundle = json.loads(msg.payload)
+    assert bundle["resourceType"] == "Bundle" and bundle["entry"]
