@@ -79,16 +79,12 @@ class QualityThresholds:
 
 #: Metric order in :attr:`QualityWindows.metrics` and the flag each one raises.
 METRICS = ("nonfinite", "flat_s", "clip_frac", "noise_ratio", "wander_ratio")
-_FLAGS = (
-    QualityFlag.GAP, QualityFlag.FLAT, QualityFlag.CLIP, QualityFlag.NOISE, QualityFlag.WANDER
-)
+_FLAGS = (QualityFlag.GAP, QualityFlag.FLAT, QualityFlag.CLIP, QualityFlag.NOISE, QualityFlag.WANDER)
 _THRESHOLD_NAMES = ("gap", "flat", "clip", "noise", "wander")
 
 # Accumulator rows (per channel)
 _N_ACC = 14
-_NBAD, _NOK, _MAX, _MIN, _NMAX, _NMIN, _NRAIL, _RUN, _PB, _PH, _BMAX, _BMIN, _LMAX, _LMIN = range(
-    _N_ACC
-)
+_NBAD, _NOK, _MAX, _MIN, _NMAX, _NMIN, _NRAIL, _RUN, _PB, _PH, _BMAX, _BMIN, _LMAX, _LMIN = range(_N_ACC)
 
 
 @njit(nogil=True, cache=True)
@@ -280,8 +276,20 @@ class SignalQuality:
         yb, yh, yl = self._band.process(a), self._hf.process(a), self._lf.process(a)
         out = np.empty(((self._pos + len(a)) // self.size, len(METRICS), self.n_channels))
         k, self._pos = _accumulate(
-            a, yb, yh, yl, self._acc, self._run, self._prev, self._pos, self.size,
-            self._lo, self._hi, self.flat_eps, self.fs, out,
+            a,
+            yb,
+            yh,
+            yl,
+            self._acc,
+            self._run,
+            self._prev,
+            self._pos,
+            self.size,
+            self._lo,
+            self._hi,
+            self.flat_eps,
+            self.fs,
+            out,
         )
         first = (self.n_seen + len(a)) // self.size - k
         self.n_seen += len(a)

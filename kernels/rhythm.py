@@ -198,8 +198,12 @@ class RhythmSeries:
     @classmethod
     def _from_rows(cls, oi: np.ndarray, of: np.ndarray) -> RhythmSeries:
         return cls(
-            oi[:, 0].copy(), oi[:, 1].copy(), of[:, 0].copy(), of[:, 1].copy(),
-            of[:, 2].astype(np.int64), *(of[:, c].copy() for c in range(3, 9)),
+            oi[:, 0].copy(),
+            oi[:, 1].copy(),
+            of[:, 0].copy(),
+            of[:, 1].copy(),
+            of[:, 2].astype(np.int64),
+            *(of[:, c].copy() for c in range(3, 9)),
         )
 
     def __len__(self) -> int:
@@ -246,9 +250,7 @@ def _as_beats(beats: object, name: str = "beats") -> np.ndarray:
         raise ValueError(f"{name} must be non-negative sample indices, got {int(a.min())}")
     if len(a) > 1 and np.any(a[1:] <= a[:-1]):
         i = int(np.flatnonzero(a[1:] <= a[:-1])[0])
-        raise ValueError(
-            f"{name} must be strictly increasing, got {int(a[i])} then {int(a[i + 1])} at {i}"
-        )
+        raise ValueError(f"{name} must be strictly increasing, got {int(a[i])} then {int(a[i + 1])} at {i}")
     return a
 
 
@@ -272,9 +274,7 @@ def _positive(value: object, name: str) -> float:
     return v
 
 
-def _window_config(
-    fs: float, window_beats: int | None, window_s: float | None
-) -> tuple[int, float]:
+def _window_config(fs: float, window_beats: int | None, window_s: float | None) -> tuple[int, float]:
     """Return ``(capacity in RR intervals, window in samples or 0)``."""
     if window_beats is not None and window_s is not None:
         raise ValueError("give window_beats or window_s, not both")
@@ -325,9 +325,16 @@ def rhythm_series(
     out_i = np.empty((len(b), 2), dtype=np.int64)
     out_f = np.empty((len(b), 2 + _N_METRICS))
     rows = _track(
-        b, fs, win, COSEN_R0_S * fs, np.full(1, -1, dtype=np.int64),
-        np.zeros(cap, dtype=np.int64), np.zeros(cap, dtype=np.int64), np.zeros(1, dtype=np.int64),
-        out_i, out_f,
+        b,
+        fs,
+        win,
+        COSEN_R0_S * fs,
+        np.full(1, -1, dtype=np.int64),
+        np.zeros(cap, dtype=np.int64),
+        np.zeros(cap, dtype=np.int64),
+        np.zeros(1, dtype=np.int64),
+        out_i,
+        out_f,
     )
     return RhythmSeries._from_rows(out_i[:rows], out_f[:rows])
 
@@ -451,8 +458,16 @@ class RhythmTracker:
         out_i = np.empty((len(b), 2), dtype=np.int64)
         out_f = np.empty((len(b), 2 + _N_METRICS))
         rows = _track(
-            b, self.fs, self._win, self._r0, self._last, self._buf_rr, self._buf_end, self._nbuf,
-            out_i, out_f,
+            b,
+            self.fs,
+            self._win,
+            self._r0,
+            self._last,
+            self._buf_rr,
+            self._buf_end,
+            self._nbuf,
+            out_i,
+            out_f,
         )
         series = RhythmSeries._from_rows(out_i[:rows], out_f[:rows])
         self.n_beats += len(b)

@@ -116,7 +116,8 @@ def test_hrv_matches_reference(fs, irregular):
     want = ref_window(np.diff(beats), fs)
     np.testing.assert_allclose(
         [got.n_rr, got.mean_rr_ms, got.hr_bpm, got.sdnn_ms, got.rmssd_ms, got.pnn50_pct, got.cosen],
-        want, rtol=1e-12,
+        want,
+        rtol=1e-12,
     )
     assert R.cosen(beats, fs) == got.cosen
 
@@ -125,9 +126,7 @@ def test_hrv_matches_reference(fs, irregular):
 def test_series_matches_reference(window_beats, window_s):
     rng = np.random.default_rng(7)
     fs = 360.0
-    beats = np.concatenate(
-        [random_beats(rng, 150, fs, False), random_beats(rng, 150, fs, True) + 150_000]
-    )
+    beats = np.concatenate([random_beats(rng, 150, fs, False), random_beats(rng, 150, fs, True) + 150_000])
     got = as_rows(R.rhythm_series(beats, fs, window_beats=window_beats, window_s=window_s))
     want = ref_series(beats, fs, window_beats, window_s)
     np.testing.assert_allclose(got, want, rtol=1e-12)
