@@ -190,14 +190,20 @@ class SOSFilter:
         a = as_signal(x)
         if a.shape[1] != self.n_channels:
             raise ValueError(f"expected {self.n_channels} channels, got {a.shape[1]}")
+        self._begin(a)
+        y, n_bad = _hold_and_filter(self.sos, a, self.zi, self._last)
+        self.n_bad += n_bad
+        return y
+
+    def _begin(self, a: np.ndarray) -> None:
+        """Before the first samples ``a`` [samples, channels]: the start-up state (``init``). Kernels
+        that run the filter themselves (``_hold_and_filter`` on ``sos``, ``zi`` and ``_last``, adding
+        the held count to ``n_bad``) call this first, as :meth:`process` does."""
         if not self._started and len(a):
             self._started = True
             if self._zi_step is not None:
                 first = np.where(np.abs(a[0]) <= MAX_ABS, a[0], 0.0)  # False for NaN too
                 self.zi[:] = self._zi_step * first[None, None, :]
-        y, n_bad = _hold_and_filter(self.sos, a, self.zi, self._last)
-        self.n_bad += n_bad
-        return y
 
 
 # ---------------------------------------------------------------------------------------------

@@ -13,6 +13,8 @@ with their conjugates into biquads, each taking the two zeros (real, at z = +1 o
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 
 
@@ -64,11 +66,18 @@ def butter_sos(order: int, cutoff: float | tuple[float, float], btype: str, fs: 
 
     ``btype`` is ``'lowpass'``, ``'highpass'`` or ``'bandpass'`` (``cutoff`` then a (low, high)
     pair, and the filter has ``2 * order`` poles). Cut-offs are in Hz and must lie in (0, fs/2).
+    Designs are remembered (a monitor designs the same few filters for every device that connects);
+    each call returns its own copy.
     """
+    edges = tuple(float(e) for e in np.atleast_1d(np.asarray(cutoff, dtype=float)))
+    return _butter_sos(int(order), edges, str(btype), float(fs)).copy()
+
+
+@lru_cache(maxsize=256)
+def _butter_sos(order: int, edges: tuple[float, ...], btype: str, fs: float) -> np.ndarray:
     if order < 1:
         raise ValueError(f"order must be >= 1, got {order}")
-    edges = np.atleast_1d(np.asarray(cutoff, dtype=float))
-    warped = 2.0 * fs * np.tan(np.pi * edges / fs)
+    warped = 2.0 * fs * np.tan(np.pi * np.asarray(edges) / fs)
     proto = _prototype(order)
     if btype == "lowpass":
         zeros, poles, gain = np.array([]), proto * warped[0], warped[0] ** order

@@ -45,7 +45,7 @@ from enum import IntFlag
 import numpy as np
 from numba import njit
 
-from .filters import SOSFilter, design_bandpass, design_highpass, design_lowpass
+from .filters import SOSFilter, _hold_and_filter, design_bandpass, design_highpass, design_lowpass
 from .validate import as_signal, check_fs
 
 
@@ -81,6 +81,7 @@ class QualityThresholds:
 METRICS = ("nonfinite", "flat_s", "clip_frac", "noise_ratio", "wander_ratio")
 _FLAGS = (QualityFlag.GAP, QualityFlag.FLAT, QualityFlag.CLIP, QualityFlag.NOISE, QualityFlag.WANDER)
 _THRESHOLD_NAMES = ("gap", "flat", "clip", "noise", "wander")
+_FLAG_BITS = np.array([int(f) for f in _FLAGS], dtype=np.int64)
 
 # Accumulator rows (per channel)
 _N_ACC = 14
@@ -166,6 +167,66 @@ def _accumulate(x, yb, yh, yl, acc, run, prev, pos, size, lo, hi, eps, fs, out):
     return k, pos
 
 
+@njit(nogil=True, cache=True)
+def _filter_accumulate(
+    x, sb, zb, lb, sh, zh, lh, sl, zl, ll, acc, run, prev, pos, size, lo, hi, eps, fs, out
+):
+    """One chunk in one call: the band-, high- and low-passed ``x`` (each as ``SOSFilter.process``:
+    sections ``s*``, state ``z*``, held values ``l*``, updated) into :func:`_accumulate`.
+
+    Returns ``(k, pos, held_band, held_high, held_low)``: windows completed, the open window's
+    sample count, and the bad samples each filter held.
+    """
+    yb, nb = _hold_and_filter(sb, x, zb, lb)
+    yh, nh = _hold_and_filter(sh, x, zh, lh)
+    yl, nl = _hold_and_filter(sl, x, zl, ll)
+    k, pos = _accumulate(x, yb, yh, yl, acc, run, prev, pos, size, lo, hi, eps, fs, out)
+    return k, pos, nb, nh, nl
+
+
+_BIG = float(np.finfo(np.float64).max)
+_BELOW_HALF = float(np.nextafter(0.5, 0.0))
+
+
+@njit(nogil=True, cache=True)
+def _score(metric, size, th, bits, flags, score):
+    """Flags and score of completed windows ``metric`` [w, 5, ch] (in :data:`METRICS` order).
+
+    Per window and channel, metric ``j`` (GAP as the fraction ``nonfinite / size``; NaN as 0, +-inf
+    as the largest finite magnitude, as ``np.nan_to_num``) sets flag ``bits[j]`` when it exceeds its
+    flag threshold ``T = th[j, 0]`` and has badness ``b = 0.5 m / T`` up to ``T`` (0 when ``T`` is 0),
+    ``0.5 + 0.5 (m - T) / (S - T)`` above, clipped to [0, 1], with ``S = th[j, 1]`` the severe level
+    (:func:`badness`). ``score = 1 - max_j b``, just below 0.5 when a flag is set. Writes ``flags``
+    and ``score`` [w, ch].
+    """
+    w, nm, nch = metric.shape
+    for i in range(w):
+        for c in range(nch):
+            f = 0
+            worst = 0.0
+            for j in range(nm):
+                m = metric[i, j, c]
+                if j == 0:
+                    m = m / size
+                if np.isnan(m):
+                    m = 0.0
+                elif m == np.inf:
+                    m = _BIG
+                elif m == -np.inf:
+                    m = -_BIG
+                t = th[j, 0]
+                if m > t:
+                    f |= bits[j]
+                    b = 0.5 + 0.5 * (m - t) / (th[j, 1] - t)
+                elif t > 0:
+                    b = 0.5 * m / t
+                else:
+                    b = 0.0
+                worst = max(worst, min(max(b, 0.0), 1.0))
+            flags[i, c] = f
+            score[i, c] = min(1.0 - worst, _BELOW_HALF) if f != 0 else 1.0 - worst
+
+
 def badness(m: np.ndarray, flag: float, severe: float) -> np.ndarray:
     """Piecewise-linear badness: 0 at 0, 0.5 at ``flag``, 1 from ``severe``; NaN counts as 0."""
     m = np.nan_to_num(np.asarray(m, dtype=np.float64), nan=0.0)
@@ -249,6 +310,8 @@ class SignalQuality:
         if not isinstance(self.thresholds, QualityThresholds):
             raise ValueError("thresholds must be a QualityThresholds")
         self._lo, self._hi = _rails(rails, self.n_channels)
+        self._th_of: QualityThresholds | None = None  # the thresholds _th was made from
+        self._none: QualityWindows | None = None
         nch = self.n_channels
         self._band = SOSFilter(design_bandpass(band[0], band[1], self.fs), nch)
         self._hf = SOSFilter(design_highpass(hf_hz, self.fs, order=4), nch)
@@ -273,44 +336,39 @@ class SignalQuality:
         a = as_signal(x, dtype=np.float64)
         if a.shape[1] != self.n_channels:
             raise ValueError(f"expected {self.n_channels} channels, got {a.shape[1]}")
-        yb, yh, yl = self._band.process(a), self._hf.process(a), self._lf.process(a)
+        fb, fh, fl = self._band, self._hf, self._lf
+        for f in (fb, fh, fl):
+            f._begin(a)
         out = np.empty(((self._pos + len(a)) // self.size, len(METRICS), self.n_channels))
-        k, self._pos = _accumulate(
-            a,
-            yb,
-            yh,
-            yl,
-            self._acc,
-            self._run,
-            self._prev,
-            self._pos,
-            self.size,
-            self._lo,
-            self._hi,
-            self.flat_eps,
-            self.fs,
-            out,
-        )
+        k, self._pos, nb, nh, nl = _filter_accumulate(
+            a, fb.sos, fb.zi, fb._last, fh.sos, fh.zi, fh._last, fl.sos, fl.zi, fl._last,
+            self._acc, self._run, self._prev, self._pos, self.size,
+            self._lo, self._hi, self.flat_eps, self.fs, out,
+        )  # fmt: skip
+        fb.n_bad += nb
+        fh.n_bad += nh
+        fl.n_bad += nl
         first = (self.n_seen + len(a)) // self.size - k
         self.n_seen += len(a)
         return self._windows(first, out[:k])
 
     def _windows(self, first: int, m: np.ndarray) -> QualityWindows:
-        if len(m) == 0:  # most chunks complete no window: skip the scoring
-            empty = np.zeros((0, self.n_channels))
-            return QualityWindows(np.zeros(0, dtype=np.int64), empty.astype(np.int64), empty, m.copy())
-        th = self.thresholds
+        if len(m) == 0:  # most chunks complete no window: one shared empty result (read-only arrays)
+            if self._none is None:
+                empty = np.zeros((0, self.n_channels))
+                self._none = QualityWindows(
+                    np.zeros(0, dtype=np.int64), empty.astype(np.int64), empty, m.copy()
+                )
+                for a in vars(self._none).values():
+                    a.setflags(write=False)
+            return self._none
+        if self._th_of is not self.thresholds:
+            self._th = np.array([getattr(self.thresholds, n) for n in _THRESHOLD_NAMES], dtype=np.float64)
+            self._th_of = self.thresholds
         metric = m.copy()
-        frac = metric.copy()
-        frac[:, 0, :] /= self.size  # GAP is judged on the fraction of the window
-        flags = np.zeros((len(m), self.n_channels), dtype=np.int64)
-        worst = np.zeros((len(m), self.n_channels))
-        for j, (flag, name) in enumerate(zip(_FLAGS, _THRESHOLD_NAMES, strict=True)):
-            t, s = getattr(th, name)
-            v = frac[:, j, :]
-            flags |= np.where(np.nan_to_num(v, nan=0.0) > t, int(flag), 0)
-            worst = np.maximum(worst, badness(v, t, s))
-        score = np.where(flags != 0, np.minimum(1.0 - worst, np.nextafter(0.5, 0.0)), 1.0 - worst)
+        flags = np.empty((len(m), self.n_channels), dtype=np.int64)
+        score = np.empty((len(m), self.n_channels))
+        _score(metric, float(self.size), self._th, _FLAG_BITS, flags, score)
         start = (first + np.arange(len(m), dtype=np.int64)) * self.size
         return QualityWindows(start, flags, score, metric)
 

@@ -179,6 +179,9 @@ class HRV:
         return cls(int(row[0]), *(float(v) for v in row[1:]))
 
 
+_EMPTY_SERIES: RhythmSeries | None = None
+
+
 @dataclass(frozen=True)
 class RhythmSeries:
     """Per-beat values: one entry per beat that has a preceding beat (window ending at it)."""
@@ -205,6 +208,17 @@ class RhythmSeries:
             of[:, 2].astype(np.int64),
             *(of[:, c].copy() for c in range(3, 9)),
         )
+
+    @classmethod
+    def _empty(cls) -> RhythmSeries:
+        """The series of an update without beats (one shared instance; its arrays are read-only)."""
+        global _EMPTY_SERIES
+        if _EMPTY_SERIES is None:
+            e = cls._from_rows(np.empty((0, 2), dtype=np.int64), np.empty((0, 2 + _N_METRICS)))
+            for a in vars(e).values():
+                a.setflags(write=False)
+            _EMPTY_SERIES = e
+        return _EMPTY_SERIES
 
     def __len__(self) -> int:
         return len(self.beat)
@@ -416,6 +430,7 @@ class RhythmTracker:
         self._longest = (-1, -1, -1)  # (rr samples, start, end)
         self._now = self.start_sample
         self.n_beats = 0
+        self._hrv: HRV | None = None  # window() of the current window, until a beat changes it
 
     def reset(self, start_sample: int = 0) -> None:
         """Forget the stream (after a reconnect, say) and restart the clock at ``start_sample``."""
@@ -426,6 +441,7 @@ class RhythmTracker:
         self._longest = (-1, -1, -1)
         self._now = self.start_sample
         self.n_beats = 0
+        self._hrv = None
 
     def since_last_beat(self, now_sample: int) -> float:
         """Seconds from the last beat (or the stream start) to ``now_sample``; changes nothing."""
@@ -436,10 +452,12 @@ class RhythmTracker:
         return (now - ref) / self.fs
 
     def window(self) -> HRV:
-        """HRV and COSEn of the current window."""
-        out = np.empty(_N_METRICS)
-        _window_metrics(self._buf_rr[: self._nbuf[0]], self.fs, self._r0, out)
-        return HRV._from_row(out)
+        """HRV and COSEn of the current window (computed once per window: only beats change it)."""
+        if self._hrv is None:
+            out = np.empty(_N_METRICS)
+            _window_metrics(self._buf_rr[: self._nbuf[0]], self.fs, self._r0, out)
+            self._hrv = HRV._from_row(out)
+        return self._hrv
 
     def update(self, beats: np.ndarray, now_sample: int) -> RhythmSummary:
         """Add the beats detected up to ``now_sample`` and summarise the rhythm at that sample."""
@@ -455,31 +473,36 @@ class RhythmTracker:
                 raise ValueError(f"beat {int(b[0])} precedes the stream start {self.start_sample}")
             if b[-1] > now:
                 raise ValueError(f"beat {int(b[-1])} lies after now_sample {now}")
-        out_i = np.empty((len(b), 2), dtype=np.int64)
-        out_f = np.empty((len(b), 2 + _N_METRICS))
-        rows = _track(
-            b,
-            self.fs,
-            self._win,
-            self._r0,
-            self._last,
-            self._buf_rr,
-            self._buf_end,
-            self._nbuf,
-            out_i,
-            out_f,
-        )
-        series = RhythmSeries._from_rows(out_i[:rows], out_f[:rows])
-        self.n_beats += len(b)
-        self._now = now
         pauses = []
-        for end, rr in out_i[:rows]:
-            if rr > self.pause_s * self.fs:
-                pauses.append((int(end - rr), int(end)))
-            if rr > self._longest[0]:
-                self._longest = (int(rr), int(end - rr), int(end))
-        if rows:
-            self._rr = int(out_i[rows - 1, 1])
+        if len(b):
+            out_i = np.empty((len(b), 2), dtype=np.int64)
+            out_f = np.empty((len(b), 2 + _N_METRICS))
+            rows = _track(
+                b,
+                self.fs,
+                self._win,
+                self._r0,
+                self._last,
+                self._buf_rr,
+                self._buf_end,
+                self._nbuf,
+                out_i,
+                out_f,
+            )
+            series = RhythmSeries._from_rows(out_i[:rows], out_f[:rows])
+            self.n_beats += len(b)
+            # the row of the last beat holds the metrics of the window as it is now
+            self._hrv = HRV._from_row(out_f[rows - 1, 2:]) if rows and out_i[rows - 1, 0] == b[-1] else None
+            for end, rr in out_i[:rows].tolist():
+                if rr > self.pause_s * self.fs:
+                    pauses.append((end - rr, end))
+                if rr > self._longest[0]:
+                    self._longest = (rr, end - rr, end)
+            if rows:
+                self._rr = int(out_i[rows - 1, 1])
+        else:  # most chunks hold no beat: nothing to track, the window is unchanged
+            series = RhythmSeries._empty()
+        self._now = now
         since = self.since_last_beat(now)
         win = self.window()
         rr_s = self._rr / self.fs if self._rr > 0 else math.nan

@@ -215,6 +215,40 @@ def test_badness_shape():
     np.testing.assert_allclose(Q.badness([0.0, 0.1, 0.5], 0.0, 0.5), [0.0, 0.6, 1.0])
 
 
+def ref_score(metric, size, thresholds):
+    """Flags and score of windows ``metric`` [w, 5, ch] in numpy (the module docstring's rule)."""
+    frac = metric.copy()
+    frac[:, 0, :] /= size
+    flags = np.zeros(metric.shape[::2], dtype=np.int64)
+    worst = np.zeros(metric.shape[::2])
+    for j, (flag, name) in enumerate(zip(Q._FLAGS, Q._THRESHOLD_NAMES, strict=True)):
+        t, s = getattr(thresholds, name)
+        v = frac[:, j, :]
+        flags |= np.where(np.nan_to_num(v, nan=0.0) > t, int(flag), 0)
+        worst = np.maximum(worst, Q.badness(v, t, s))
+    score = np.where(flags != 0, np.minimum(1.0 - worst, np.nextafter(0.5, 0.0)), 1.0 - worst)
+    return flags, score
+
+
+@pytest.mark.parametrize("gap", [(0.0, 0.5), (0.1, 0.5)])
+def test_score_kernel_matches_numpy(gap):
+    rng = np.random.default_rng(3)
+    metric = rng.exponential(0.5, (400, 5, 3)) * rng.choice([0.0, 1.0, 3.0], (400, 5, 3))
+    metric[:, 0, :] = rng.integers(0, 1800, (400, 3))
+    specials = [np.nan, np.inf, -np.inf, 0.0, 1e308]
+    idx = rng.integers(0, metric.size, 200)
+    metric.reshape(-1)[idx] = rng.choice(specials, 200)
+    th = Q.QualityThresholds(gap=gap)
+    th_arr = np.array([getattr(th, n) for n in Q._THRESHOLD_NAMES])
+    flags = np.empty((400, 3), dtype=np.int64)
+    score = np.empty((400, 3))
+    Q._score(metric, 1800.0, th_arr, Q._FLAG_BITS, flags, score)
+    with np.errstate(over="ignore"):  # 1e308 / a threshold below 1: inf, clipped to 1 by both
+        want_flags, want_score = ref_score(metric, 1800, th)
+    np.testing.assert_array_equal(flags, want_flags)
+    np.testing.assert_array_equal(score, want_score)
+
+
 def test_misuse_raises():
     with pytest.raises(ValueError, match="fs"):
         Q.SignalQuality(-1.0, 1)
@@ -238,3 +272,25 @@ def test_misuse_raises():
         mon.process(np.zeros((10, 3)))
     with pytest.raises(ValueError, match="real numeric"):
         mon.process(np.zeros((10, 2), dtype=complex))
+
+
+def test_fused_chunk_kernel_matches_filters_then_accumulate():
+    """_filter_accumulate == the three SOSFilter.process calls then _accumulate, state included."""
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((3000, 2))
+    x[100:140, 0] = np.nan  # held by the filters, counted as bad
+    a, b = Q.SignalQuality(250.0, 2, window_s=2.0), Q.SignalQuality(250.0, 2, window_s=2.0)
+    got, want = [], []
+    for chunk in np.array_split(x, 37):
+        got.append(a.process(chunk))
+        yb, yh, yl = b._band.process(chunk), b._hf.process(chunk), b._lf.process(chunk)
+        out = np.empty(((b._pos + len(chunk)) // b.size, 5, 2))
+        k, b._pos = Q._accumulate(
+            chunk, yb, yh, yl, b._acc, b._run, b._prev, b._pos, b.size, b._lo, b._hi, b.flat_eps, b.fs, out
+        )
+        b.n_seen += len(chunk)
+        want.append(out[:k])
+    np.testing.assert_array_equal(np.concatenate([w.metrics for w in got]), np.concatenate(want))
+    for fa, fb in ((a._band, b._band), (a._hf, b._hf), (a._lf, b._lf)):
+        np.testing.assert_array_equal(fa.zi, fb.zi)
+        assert fa.n_bad == fb.n_bad == 40

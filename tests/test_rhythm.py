@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import astuple
 from pathlib import Path
 
 import numpy as np
@@ -283,3 +284,23 @@ def test_record_208_low_ectopy_windows_score_low():
     quiet = ectopic < 0.15
     assert quiet.sum() >= 10
     assert np.all(c[quiet] < R.AF_COSEN_THRESHOLD)
+
+
+def test_window_kept_between_beats_matches_a_fresh_computation():
+    """update() keeps the window's metrics until a beat changes them (from the last beat's row, or
+    the previous value): always what computing them from the RR buffer gives."""
+    rng = np.random.default_rng(5)
+    fs = 250.0
+    beats = np.cumsum(rng.integers(100, 400, 300))
+    tr = R.RhythmTracker(fs, window_beats=40)
+    now = 0
+    for chunk in np.array_split(beats, 120):  # many chunks hold no beat
+        now = max(now, int(chunk[-1]) if len(chunk) else now) + int(rng.integers(0, 50))
+        s = tr.update(chunk, now)
+        out = np.empty(7)
+        R._window_metrics(tr._buf_rr[: tr._nbuf[0]], fs, tr._r0, out)
+        want = R.HRV._from_row(out)
+        for got in (s.window, tr.window()):  # equal, NaN (too few intervals) included
+            np.testing.assert_array_equal(np.array(astuple(got), float), np.array(astuple(want), float))
+        if not len(chunk):
+            assert len(s.beats) == 0 and s.pauses == []
