@@ -356,7 +356,7 @@ class Features:
 # State
 
 
-@dataclass
+@dataclass(slots=True)
 class Baseline:
     """A device's own resting level of one feature, learned from values the engine accepts.
 
@@ -411,7 +411,7 @@ class ActiveAlarm:
         return self.silenced_until is not None and now < self.silenced_until
 
 
-@dataclass
+@dataclass(slots=True)
 class _AlarmState:
     """Explicit state of one alarm of one device."""
 
@@ -502,7 +502,7 @@ class _AlarmState:
         return [AlarmState.SILENCED]
 
 
-@dataclass
+@dataclass(slots=True)
 class _Device:
     """Everything the engine keeps about one device."""
 
@@ -513,6 +513,9 @@ class _Device:
     v_run: int = 0  # consecutive V beats at the end of the latest update
     v_run_max: float | None = None  # longest V run seen by the latest update (None: no model)
     suppressed: Counter[str] = field(default_factory=Counter)
+    #: The latest evaluation was of fresh data and left no alarm active, pending or clearing: a tick
+    #: on the same snapshot changes nothing until the data goes stale or the device is lost.
+    quiet: bool = False
 
 
 # ---------------------------------------------------------------------------------------------
@@ -537,9 +540,12 @@ def _finite(v: float) -> float | None:
     return v if v is not None and math.isfinite(v) else None
 
 
+_GAP, _FLAT, _NOISE = int(QualityFlag.GAP), int(QualityFlag.FLAT), int(QualityFlag.NOISE)
+
+
 def is_lead_off(f: Features) -> bool:
     """Lead off: the device says so, or the quality window saw non-finite samples."""
-    return bool(f.lead_off or f.quality_flags & QualityFlag.GAP)
+    return bool(f.lead_off or int(f.quality_flags) & _GAP)
 
 
 def is_flat_ecg(f: Features) -> bool:
@@ -549,8 +555,8 @@ def is_flat_ecg(f: Features) -> bool:
     WANDER on such a window), so it is for the missing-beat alarms (:data:`FLAT_TRACE_ALARMS`) to
     judge, not a reason to stay quiet.
     """
-    flags = QualityFlag(f.quality_flags)
-    return QualityFlag.FLAT in flags and QualityFlag.NOISE not in flags and math.isfinite(f.since_last_beat_s)
+    flags = int(f.quality_flags)
+    return bool(flags & _FLAT) and not flags & _NOISE and math.isfinite(f.since_last_beat_s)
 
 
 def _poor_signal(f: Features, dev: _Device, cfg: AlarmConfig) -> float | None:
@@ -637,6 +643,15 @@ class AlarmEngine:
         self.config = AlarmConfig() if config is None else config
         self.site = site
         self.rules = {n: r for n, r in self.config.rules().items() if r.enabled}
+        # per rule, in evaluation order: what _evaluate needs, looked up once
+        self._table = [
+            (name, rule, _SPECS[name].upper, _SPECS[name].technical, _MEASURES[name],
+             tuple(s for s, sub in SUPERSEDES.items() if name in sub and s in self.rules),
+             name in _ALWAYS_FRESH, name in FLAT_TRACE_ALARMS)
+            for name, rule in self.rules.items()
+        ]  # fmt: skip
+        lost = self.rules.get("device_lost")
+        self._lost_after = math.inf if lost is None else lost.threshold
         #: Suppression episodes per alarm type, all devices.
         self.suppressed: Counter[str] = Counter()
         self._devices: dict[str, _Device] = {}
@@ -669,11 +684,20 @@ class AlarmEngine:
         """Re-evaluate every device at ``now`` on its latest snapshot: device lost, delays and
         escalation move on without data. ``now`` is on the devices' clock (that of ``Features.time``)."""
         events = []
+        fresh = min(self.config.stale_after_s, math.nextafter(self._lost_after, -math.inf))
         for name, dev in self._devices.items():
-            if dev.features is None or now < dev.now:
+            f = dev.features
+            if f is None or now < dev.now:
                 continue
             dev.now = now
-            events += self._evaluate(name, dev, _at(dev.features, now))
+            if dev.quiet:  # same snapshot, still fresh, not lost: nothing can change (see _Device)
+                age = now - (f.time if f.last_seen is None else f.last_seen)
+                if age <= fresh:
+                    lost = dev.alarms.get("device_lost")
+                    if lost is not None:
+                        lost.value = age
+                    continue
+            events += self._evaluate(name, dev, _at(f, now))
         return events
 
     def command(
@@ -695,6 +719,7 @@ class AlarmEngine:
         dev = self._devices.get(device)
         if dev is None:
             return []
+        dev.quiet = False
         events = []
         for name in self.rules if alarm == "*" else (alarm,):
             st = dev.alarms.get(name)
@@ -749,22 +774,50 @@ class AlarmEngine:
     def _evaluate(self, device: str, dev: _Device, f: Features) -> list[Alert]:
         now, cfg = f.time, self.config
         stale = f.age_s > cfg.stale_after_s
+        # the quality gate (quality_gate, inlined): the same for every rule but its kind
+        lead_off = is_lead_off(f)
+        q = f.quality_score
+        poor = not lead_off and math.isfinite(q) and q <= cfg.poor_signal.threshold
+        flat = poor and is_flat_ecg(f)
+        alarms = dev.alarms
         events = []
-        for name, rule in self.rules.items():
-            st = dev.alarms[name]
-            value = None if stale and name not in _ALWAYS_FRESH else _MEASURES[name](f, dev, cfg)
-            superseded = any(
-                dev.alarms[s].active and dev.alarms[s].present
-                for s, sub in SUPERSEDES.items() if name in sub and s in dev.alarms
-            )  # fmt: skip
-            gate = None if stale or superseded else quality_gate(f, cfg, name)
+        quiet = not stale
+        for name, rule, upper, technical, measure, superseders, always_fresh, flat_ok in self._table:
+            st = alarms[name]
+            value = None if stale and not always_fresh else measure(f, dev, cfg)
+            if value is None and not st.active:
+                # not measured, not active (so not clearing either): what step() and the gate would do
+                st.pending_since = None
+                st.suppressing = False
+                continue
+            superseded = False
+            for s in superseders:
+                a = alarms[s]
+                if a.active and a.present:
+                    superseded = True
+                    break
+            gate = None
+            if not (stale or superseded or technical):
+                if lead_off:
+                    gate = "lead_off"
+                elif poor and not (flat_ok and flat):
+                    gate = "poor_signal"
             if gate is not None:
                 self._count_suppression(device, dev, name, rule, st, value, gate)
                 value = None
             else:
                 st.suppressing = False
-            for state in st.step(rule, _SPECS[name].upper, value, now, superseded):
+                if not (st.active or superseded) and not (
+                    value >= rule.threshold if upper else value <= rule.threshold
+                ):  # inactive, condition not met (the usual case): what step() does
+                    st.value = value
+                    st.pending_since = None
+                    continue
+            for state in st.step(rule, upper, value, now, superseded):
                 events.append(self._alert(device, name, st, state, now, superseded=superseded))
+            if st.active or st.pending_since is not None or st.clear_since is not None:
+                quiet = False
+        dev.quiet = quiet
         return events
 
     def _count_suppression(
@@ -790,6 +843,10 @@ class AlarmEngine:
     def _learn_baselines(self, dev: _Device, f: Features) -> None:
         """Feed EEG/EMG baselines with a fresh, clean snapshot while their alarm is quiet."""
         cfg = self.config
+        if not (
+            math.isfinite(f.eeg_line_length) or math.isfinite(f.emg_rms) or SEIZURE_BAND in f.eeg_band_powers
+        ):
+            return  # nothing a baseline takes (every ECG snapshot)
         if f.age_s > cfg.stale_after_s or quality_gate(f, cfg, "seizure") is not None:
             return
         for alarm, keys in (("seizure", ("eeg_line_length", "eeg_band")), ("emg_burst", ("emg_rms",))):

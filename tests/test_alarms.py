@@ -8,6 +8,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from vigil.edge import alarms as A
 from vigil.edge.alarms import (
     ALARMS,
     AlarmConfig,
@@ -494,3 +495,132 @@ def test_features_validation():
         Features(math.nan)
     assert replace(good(5.0), last_seen=2.0).age_s == 3.0
     assert Features(1.0).age_s == 0.0
+
+
+# -- the engine's fast paths against the plain evaluation ------------------------------------
+
+
+class PlainEngine(AlarmEngine):
+    """Every rule through quality_gate and _AlarmState.step, every device at every tick: the
+    evaluation the engine's shortcuts (quiet devices skipped by tick, inactive rules not stepped,
+    ECG snapshots not offered to the baselines) must reproduce exactly."""
+
+    def tick(self, now: float) -> list[Alert]:
+        events = []
+        for name, dev in self._devices.items():
+            if dev.features is None or now < dev.now:
+                continue
+            dev.now = now
+            events += self._evaluate(name, dev, A._at(dev.features, now))
+        return events
+
+    def _evaluate(self, device, dev, f):
+        now, cfg = f.time, self.config
+        stale = f.age_s > cfg.stale_after_s
+        events = []
+        for name, rule in self.rules.items():
+            st = dev.alarms[name]
+            value = None if stale and name not in A._ALWAYS_FRESH else A._MEASURES[name](f, dev, cfg)
+            superseded = any(
+                dev.alarms[s].active and dev.alarms[s].present
+                for s, sub in A.SUPERSEDES.items()
+                if name in sub and s in dev.alarms
+            )
+            gate = None if stale or superseded else quality_gate(f, cfg, name)
+            if gate is not None:
+                self._count_suppression(device, dev, name, rule, st, value, gate)
+                value = None
+            else:
+                st.suppressing = False
+            for state in st.step(rule, A._SPECS[name].upper, value, now, superseded):
+                events.append(self._alert(device, name, st, state, now, superseded=superseded))
+        return events
+
+    def _learn_baselines(self, dev, f):
+        cfg = self.config
+        if f.age_s > cfg.stale_after_s or quality_gate(f, cfg, "seizure") is not None:
+            return
+        for alarm, keys in (("seizure", ("eeg_line_length", "eeg_band")), ("emg_burst", ("emg_rms",))):
+            st, rule = dev.alarms.get(alarm), getattr(cfg, alarm)
+            if st is not None and (st.active or st.pending_since is not None):
+                continue
+            v = A._MEASURES[alarm](f, dev, cfg)
+            if v is not None and v >= rule.clear_level:
+                continue
+            for k in keys:
+                dev.baselines[k].observe(f.time, A._baseline_input(f, k))
+
+
+def _random_snapshot(rng: np.random.Generator, t: float) -> Features:
+    kw: dict = dict(last_seen=t - float(rng.choice([0.0, 0.0, 0.5, 4.0])))
+    if rng.random() < 0.9:  # ECG-like, values around every limit
+        kw.update(
+            hr_bpm=float(rng.choice([np.nan, 35.0, 40.0, 42.0, 70.0, 145.0, 150.0, 170.0])),
+            since_last_beat_s=float(rng.choice([np.nan, 0.4, 2.0, 2.6, 4.5, 8.0])),
+            af_cosen=float(rng.choice([np.nan, -2.0, -1.5, -1.0])),
+            n_rr=int(rng.choice([0, 20, 60])),
+        )
+    if rng.random() < 0.2:  # EEG or EMG features too
+        kw.update(
+            eeg_line_length=float(rng.uniform(1, 10)), eeg_band_powers={"theta": float(rng.uniform(1, 30))}
+        )
+        kw.update(emg_rms=float(rng.uniform(0.01, 0.2)))
+    kw.update(
+        quality_score=float(rng.choice([np.nan, 0.1, 0.3, 0.45, 0.9])),
+        quality_flags=int(rng.integers(0, 32)) if rng.random() < 0.3 else 0,
+        lead_off=bool(rng.random() < 0.05),
+        battery_pct=float(rng.choice([np.nan, 15.0, 22.0, 80.0])),
+    )
+    if rng.random() < 0.1:
+        kw["model"] = {
+            "seizure_probability": float(rng.random()),
+            "beat_classes": list(rng.choice(["N", "V"], 3)),
+        }
+    return Features(t, **kw)
+
+
+def _event_key(a: Alert) -> tuple:
+    return (
+        a.device,
+        a.alarm,
+        a.priority,
+        a.state,
+        a.device_time_us,
+        a.message,
+        tuple(sorted(a.value.items())),
+    )
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_fast_paths_match_the_plain_evaluation(seed):
+    rng = np.random.default_rng(seed)
+    fast, plain = AlarmEngine(), PlainEngine()
+    t = {d: 0.0 for d in ("a", "b", "c")}
+    now = 0.0
+    for _ in range(600):
+        r = rng.random()
+        if r < 0.55:  # a snapshot of one device, usually a repeat of its last (a steady patient)
+            d = str(rng.choice(list(t)))
+            t[d] = max(t[d], now) + float(rng.choice([0.2, 0.2, 0.2, 1.0, 12.0]))
+            prev = fast._devices.get(d)
+            if prev is not None and prev.features is not None and rng.random() < 0.6:
+                f = replace(prev.features, time=t[d], last_seen=t[d])
+            else:
+                f = _random_snapshot(rng, t[d])
+            got, want = fast.update(d, f), plain.update(d, f)
+        elif r < 0.95:  # a tick, sometimes far ahead (stale data, lost devices, escalation)
+            now = max([now, *t.values()]) + float(rng.choice([0.1, 0.1, 0.5, 3.5, 11.0, 130.0]))
+            got, want = fast.tick(now), plain.tick(now)
+        else:  # a nurse acknowledges or silences
+            d, action = str(rng.choice(list(t))), str(rng.choice(["acknowledge", "silence"]))
+            alarm = str(rng.choice(["*", "asystole", "tachycardia", "device_lost"]))
+            got, want = fast.command(d, alarm, action, now), plain.command(d, alarm, action, now)
+        assert [_event_key(a) for a in got] == [_event_key(a) for a in want]
+    for d in t:
+        assert fast.active(d) == plain.active(d)
+        assert fast.suppressed_for(d) == plain.suppressed_for(d)
+        for b in ("eeg_line_length", "eeg_band", "emg_rms"):
+            assert fast.baseline(d, b) == plain.baseline(d, b) or (
+                math.isnan(fast.baseline(d, b)) and math.isnan(plain.baseline(d, b))
+            )
+    assert fast.suppressed == plain.suppressed
