@@ -1,0 +1,566 @@
+"""ecg-rhythm: a small CRNN that reads a single-lead ECG strip and says Normal, AF, Other or Noisy.
+
+Data: the PhysioNet/CinC 2017 records in ``<data>/cinc2017_af`` (the shared 1000; labels from
+``REFERENCE-v3.csv``). Input: "rhythm-strip/1" windows (:mod:`vigil.kernels.rhythm_strip`: 0.5-40 Hz,
+100 Hz, 10-s windows normalised to the R amplitude) and 13 RR features of the beats that Vigil's QRS
+detector finds in the window (heart rate, dispersion, COSEn, extremes, coverage).
+
+Network (:class:`RhythmCRNN`): five convolution blocks (conv, batch norm, ReLU, max-pool 2) turn the
+window into 31 steps of 64 channels (a step every 0.32 s, receptive field ~1 s: a beat); a
+bidirectional GRU reads them; its outputs are pooled (mean and max over time) and concatenated with
+the RR features after a small dense layer; two dense layers give the four class scores. A record's
+class is the arg-max of the mean softmax over its sliding windows.
+
+Training: random 10-s crops (``crops_per_10s`` per 10 s of strip, fresh positions per seed),
+biosignal augmentation (:func:`vigil.models.training.augment`) plus polarity flips (hand-held
+single-lead devices are often held reversed), tempered class weights, AdamW with a one-cycle schedule
+for a fixed number of epochs (no early stopping: the held-out fold never steers training).
+
+Evaluation (:func:`cross_validate`): stratified ``folds``-fold cross-validation over records; every
+record is scored by the fold model that never saw it. Each fold model is also exported and quantized
+with every calibration method (calibrated on its own training windows), so INT8 is measured on
+held-out records too and the calibration method is chosen by that held-out macro-F1. Scores: the
+challenge's mean F1 of N, A, O, per-class Se/+P, with 95 % CIs by bootstrap over records.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import math
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from vigil.export.card import ModelCard, artifact, card_path
+from vigil.kernels.rhythm_strip import (
+    RR_FEATURES,
+    Strip,
+    StripParams,
+    StripWindows,
+    cut_windows,
+    prepare_strip,
+    record_probabilities,
+    window_starts,
+)
+from vigil.models.metrics import bootstrap_ci, class_stats, f1_scores, macro_f1
+from vigil.models.registry import REPO, TrainOptions
+
+NAME = "ecg-rhythm"
+VERSION = "1"
+CLASSES = ("N", "A", "O", "~")
+SCORED = (0, 1, 2)  # the challenge score: mean F1 of N, A, O
+DATASET = "cinc2017_af"
+VENDORED = REPO / "data" / "cinc2017"
+
+
+@dataclass(frozen=True)
+class Config:
+    """Network size and training recipe."""
+
+    strip: StripParams = field(default_factory=StripParams)
+    channels: tuple[int, ...] = (16, 16, 32, 32, 64)
+    kernels: tuple[int, ...] = (7, 7, 5, 5, 3)
+    hidden: int = 32
+    rr_hidden: int = 16
+    head: int = 32
+    dropout: float = 0.3
+    epochs: int = 10
+    crops_per_10s: float = 3.0
+    batch: int = 64
+    lr: float = 3e-3
+    weight_decay: float = 1e-2
+    class_power: float = 0.5
+    flip: bool = True
+    leaky: float = 0.0  # LeakyReLU slope (0: ReLU)
+    folds: int = 5
+    calibration_windows: int = 512
+
+
+def config_for(opts: TrainOptions) -> Config:
+    c = Config()
+    if opts.quick:
+        c = dataclasses.replace(c, epochs=1, crops_per_10s=0.5, folds=2, calibration_windows=64)
+    if opts.epochs is not None:
+        c = dataclasses.replace(c, epochs=int(opts.epochs))
+    return c
+
+
+# ---------------------------------------------------------------------------------------------
+# Data
+
+
+@dataclass(frozen=True)
+class Record:
+    name: str
+    label: int
+    strip: Strip
+
+
+def read_labels(folder: Path) -> dict[str, str]:
+    """``record -> label`` from ``REFERENCE-v3.csv``."""
+    path = Path(folder) / "REFERENCE-v3.csv"
+    with open(path, newline="") as f:
+        rows = [r for r in csv.reader(f) if r]
+    return {r[0].strip(): r[1].strip() for r in rows}
+
+
+def load_records(folder: Path, params: StripParams) -> list[Record]:
+    """Every labelled record of ``folder``, prepared by "rhythm-strip/1" (sorted by name)."""
+    from vigil.firmware_bridge.replay import read_wfdb
+
+    out = []
+    for name, lab in sorted(read_labels(folder).items()):
+        rec = read_wfdb(Path(folder) / name, channels=[0], annotator=None)
+        out.append(Record(name, CLASSES.index(lab), prepare_strip(rec.signal[:, 0], rec.fs, params)))
+    if not out:
+        raise ValueError(f"{folder}: no labelled records")
+    return out
+
+
+def random_crops(
+    records: Sequence[Record], per_10s: float, rng: np.random.Generator
+) -> tuple[dict, np.ndarray]:
+    """Random-position windows: ``ceil(per_10s * length / 10 s)`` per record; inputs and labels."""
+    ecg, rr, y = [], [], []
+    for r in records:
+        w = r.strip.params.window
+        n = len(r.strip)
+        k = max(1, math.ceil(per_10s * n / (10.0 * r.strip.params.fs)))
+        starts = rng.integers(0, max(1, n - w + 1), k)
+        win = cut_windows(r.strip, starts)
+        ecg.append(win.ecg)
+        rr.append(win.rr)
+        y.append(np.full(len(win.ecg), r.label))
+    return {"ecg": np.concatenate(ecg), "rr": np.concatenate(rr)}, np.concatenate(y).astype(np.int64)
+
+
+def sliding(records: Sequence[Record]) -> tuple[dict, np.ndarray, list[StripWindows]]:
+    """All sliding windows of ``records``: stacked inputs, the record index of each window, and the
+    per-record windows."""
+    wins = [cut_windows(r.strip, window_starts(len(r.strip), r.strip.params)) for r in records]
+    owner = np.concatenate([np.full(len(w.ecg), i) for i, w in enumerate(wins)]).astype(np.int64)
+    inputs = {"ecg": np.concatenate([w.ecg for w in wins]), "rr": np.concatenate([w.rr for w in wins])}
+    return inputs, owner, wins
+
+
+def per_record(scores: np.ndarray, owner: np.ndarray, n: int) -> np.ndarray:
+    """Record class probabilities [n, classes] from window scores (mean softmax, see kernels)."""
+    return np.stack([record_probabilities(scores[owner == i]) for i in range(n)])
+
+
+def stratified_folds(labels: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """Fold index per record: each class shuffled and dealt round-robin over ``k`` folds."""
+    rng = np.random.default_rng(seed)
+    fold = np.empty(len(labels), dtype=np.int64)
+    offset = 0
+    for c in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        fold[idx] = (np.arange(len(idx)) + offset) % k
+        offset += len(idx)
+    return fold
+
+
+# ---------------------------------------------------------------------------------------------
+# Network
+
+
+def build(cfg: Config):  # -> RhythmCRNN (torch.nn.Module)
+    import torch
+    from torch import nn
+
+    def act() -> nn.Module:
+        return nn.LeakyReLU(cfg.leaky) if cfg.leaky > 0 else nn.ReLU()
+
+    class RhythmCRNN(nn.Module):
+        """Conv blocks -> bidirectional GRU -> mean/max pooling, + RR features -> class scores."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            blocks, cin = [], 1
+            for cout, k in zip(cfg.channels, cfg.kernels, strict=True):
+                blocks += [nn.Conv1d(cin, cout, k, stride=2, padding=k // 2, bias=False),
+                           nn.BatchNorm1d(cout), act()]  # fmt: skip
+                cin = cout
+            self.conv = nn.Sequential(*blocks)
+            self.gru = nn.GRU(cin, cfg.hidden, batch_first=True, bidirectional=True)
+            self.rr = nn.Sequential(nn.Linear(len(RR_FEATURES), cfg.rr_hidden), act())
+            self.head = nn.Sequential(
+                nn.Linear(4 * cfg.hidden + cfg.rr_hidden, cfg.head), act(), nn.Dropout(cfg.dropout),
+                nn.Linear(cfg.head, len(CLASSES)),
+            )  # fmt: skip
+
+        def forward(self, ecg: torch.Tensor, rr: torch.Tensor) -> torch.Tensor:
+            h = self.conv(ecg).transpose(1, 2)  # [n, steps, channels]
+            h, _ = self.gru(h)
+            pooled = torch.cat([h.mean(1), h.amax(1)], dim=1)
+            return self.head(torch.cat([pooled, self.rr(rr)], dim=1))
+
+    return RhythmCRNN()
+
+
+def _flip(inputs: dict, rng: np.random.Generator) -> dict:
+    """Half the windows' polarity reversed (a fresh draw per call)."""
+    s = np.where(rng.random(len(inputs["ecg"])) < 0.5, -1.0, 1.0).astype(np.float32)
+    return {**inputs, "ecg": inputs["ecg"] * s[:, None, None]}
+
+
+def fit_model(cfg: Config, records: Sequence[Record], seed: int, progress: bool, label: str):
+    """A network trained on ``records`` (fixed epochs; see the module doc)."""
+    import torch
+
+    from vigil.models.training import class_weights, fit, seed_everything
+
+    torch.set_num_threads(1)
+    rng = seed_everything(seed)
+    model = build(cfg)
+    inputs, y = random_crops(records, cfg.crops_per_10s, rng)
+    if cfg.flip:
+        inputs = _flip(inputs, rng)
+    fit(
+        model, inputs, y, epochs=cfg.epochs, rng=rng, batch=cfg.batch, lr=cfg.lr,
+        weight_decay=cfg.weight_decay, weights=class_weights(y, len(CLASSES), cfg.class_power),
+        augment_keys=("ecg",), progress=progress, label=label,
+    )  # fmt: skip
+    return model.eval()
+
+
+def torch_scores(model, inputs: dict) -> np.ndarray:
+    from vigil.models.training import predict
+
+    return predict(model, inputs)
+
+
+def onnx_scores(path: Path, inputs: dict, threads: int = 1) -> np.ndarray:
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    out = [sess.run(None, {k: v[i : i + 1024] for k, v in inputs.items()})[0]
+           for i in range(0, len(inputs["ecg"]), 1024)]  # fmt: skip
+    return np.concatenate(out)
+
+
+def export_fp32(model, path: Path, check: dict) -> float:
+    from vigil.export.onnx_export import export_onnx
+
+    example = {k: v[:2] for k, v in check.items()}
+    return export_onnx(model, example, path, check_inputs={k: v[:256] for k, v in check.items()})
+
+
+# ---------------------------------------------------------------------------------------------
+# Scores
+
+
+def summary(ref: np.ndarray, pred: np.ndarray, n_boot: int = 1000, seed: int = 0) -> dict:
+    """Challenge score and per-class Se/+P/F1 with 95 % CIs (bootstrap over records)."""
+    groups = np.arange(len(ref))
+    k = len(CLASSES)
+
+    def ci(fn: Callable[[np.ndarray], float]) -> list[float]:
+        return [round(v, 4) for v in bootstrap_ci(groups, fn, n_boot=n_boot, seed=seed)]
+
+    out = {
+        "records": int(len(ref)),
+        "cinc_f1": round(macro_f1(ref, pred, k, SCORED), 4),
+        "cinc_f1_ci95": ci(lambda i: macro_f1(ref[i], pred[i], k, SCORED)),
+        "accuracy": round(float(np.mean(ref == pred)), 4),
+        "classes": {},
+    }
+    f1 = f1_scores(ref, pred, k)
+    for c, st in enumerate(class_stats(ref, pred, CLASSES)):
+
+        def se(i: np.ndarray, c: int = c) -> float:
+            m = ref[i] == c
+            return float(np.mean(pred[i][m] == c)) if m.any() else float("nan")
+
+        def ppv(i: np.ndarray, c: int = c) -> float:
+            m = pred[i] == c
+            return float(np.mean(ref[i][m] == c)) if m.any() else float("nan")
+
+        out["classes"][CLASSES[c]] = {
+            "n": st.n_ref, "se": round(st.se, 4), "se_ci95": ci(se), "ppv": round(st.ppv, 4),
+            "ppv_ci95": ci(ppv), "f1": round(float(f1[c]), 4),
+            "f1_ci95": ci(lambda i, c=c: float(f1_scores(ref[i], pred[i], k)[c])),
+        }  # fmt: skip
+    out["confusion"] = np.bincount(ref * k + pred, minlength=k * k).reshape(k, k).tolist()
+    return out
+
+
+def int8_floor(fp32: dict, int8: dict) -> dict:
+    """The issue's INT8 floor: macro-F1 within 1 point, no class losing > 2 points of sensitivity."""
+    drop_f1 = fp32["cinc_f1"] - int8["cinc_f1"]
+    drop_se = {c: round(fp32["classes"][c]["se"] - int8["classes"][c]["se"], 4) for c in CLASSES}
+    ok = drop_f1 <= 0.01 and all(v <= 0.02 for v in drop_se.values())
+    return {"cinc_f1_drop": round(drop_f1, 4), "se_drop": drop_se, "passes": bool(ok)}
+
+
+# ---------------------------------------------------------------------------------------------
+# Cross-validation
+
+
+def cross_validate(cfg: Config, records: Sequence[Record], seed: int, progress: bool, log=print) -> dict:
+    """Stratified k-fold over records: out-of-fold FP32 (torch and ONNX) and INT8 (every calibration
+    method) record predictions; metrics, and the calibration method that scored best."""
+    from vigil.export.quantize import METHODS, choose_calibration
+
+    labels = np.array([r.label for r in records])
+    fold = stratified_folds(labels, cfg.folds, seed)
+    n = len(records)
+    prob = {"torch": np.zeros((n, len(CLASSES)))}
+    prob.update({m: np.zeros((n, len(CLASSES))) for m in METHODS})
+    t0 = time.time()
+    for f in range(cfg.folds):
+        tr = [r for r, g in zip(records, fold, strict=True) if g != f]
+        te_idx = np.flatnonzero(fold == f)
+        te = [records[i] for i in te_idx]
+        model = fit_model(cfg, tr, seed + 1 + f, progress, f"fold {f + 1}/{cfg.folds}")
+        x_te, owner, _ = sliding(te)
+        prob["torch"][te_idx] = per_record(torch_scores(model, x_te), owner, len(te))
+        calib, _ = random_crops(tr, 1.0, np.random.default_rng(seed + 100 + f))
+        pick = np.random.default_rng(seed).permutation(len(calib["ecg"]))[: cfg.calibration_windows]
+        calib = {k: v[pick] for k, v in calib.items()}
+        with tempfile.TemporaryDirectory() as tmp:
+            fp32 = Path(tmp) / "fold.fp32.onnx"
+            export_fp32(model, fp32, x_te)
+
+            def score(path: Path, x=x_te, owner=owner, te_idx=te_idx) -> float:
+                p = per_record(onnx_scores(path, x), owner, len(te_idx))
+                method = path.stem.split(".")[0]
+                prob[method][te_idx] = p
+                return macro_f1(labels[te_idx], p.argmax(1), len(CLASSES), SCORED)
+
+            choose_calibration(fp32, Path(tmp) / "fold.int8.onnx", calib, score)
+        fold_f1 = macro_f1(labels[te_idx], prob["torch"][te_idx].argmax(1), len(CLASSES), SCORED)
+        log(f"fold {f + 1}/{cfg.folds}: {len(tr)} train / {len(te)} held-out records, "
+            f"CinC F1 {fold_f1:.3f} ({time.time() - t0:.0f} s)")  # fmt: skip
+    pred = {k: v.argmax(1) for k, v in prob.items()}
+    calib_scores = {m: round(macro_f1(labels, pred[m], len(CLASSES), SCORED), 4) for m in METHODS}
+    best = max(METHODS, key=lambda m: (calib_scores[m], -METHODS.index(m)))
+    fp32, int8 = summary(labels, pred["torch"], seed=seed), summary(labels, pred[best], seed=seed)
+    return {
+        "folds": cfg.folds,
+        "fp32": fp32,
+        "int8": int8,
+        "int8_floor": int8_floor(fp32, int8),
+        "calibration": {"chosen": best, "cinc_f1_by_method": calib_scores},
+        "af_alarm": {"se": fp32["classes"]["A"]["se"], "ppv": fp32["classes"]["A"]["ppv"],
+                     "int8_se": int8["classes"]["A"]["se"], "int8_ppv": int8["classes"]["A"]["ppv"]},
+        "seconds": round(time.time() - t0, 1),
+        "_oof": {"records": [r.name for r in records], "labels": labels.tolist(),
+                 "fp32": prob["torch"].round(5).tolist(), "int8": prob[best].round(5).tolist()},
+    }  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------
+# Train, export, card
+
+
+def _weights_path(zoo: Path) -> Path:
+    return Path(zoo) / f"{NAME}.pt"
+
+
+def config_to_dict(cfg: Config) -> dict:
+    d = dataclasses.asdict(cfg)
+    d["strip"] = dataclasses.asdict(cfg.strip)
+    return d
+
+
+def config_from_dict(d: dict) -> Config:
+    d = dict(d)
+    s = dict(d.pop("strip"))
+    s["band_hz"] = tuple(s["band_hz"])
+    d = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+    return Config(strip=StripParams(**s), **d)
+
+
+def train(opts: TrainOptions) -> ModelCard:
+    """Cross-validate, train the final network on every record, save ``<zoo>/ecg-rhythm.pt``, export."""
+    import torch
+
+    cfg = config_for(opts)
+    t0 = time.time()
+    records = load_records(Path(opts.data) / DATASET, cfg.strip)
+    print(f"{NAME}: {len(records)} records from {Path(opts.data) / DATASET} ({time.time() - t0:.0f} s)")
+    cv = cross_validate(cfg, records, opts.seed, opts.progress)
+    fp, q = cv["fp32"], cv["int8"]
+    print(f"{NAME}: {cfg.folds}-fold CinC F1 FP32 {fp['cinc_f1']:.3f} {fp['cinc_f1_ci95']}, "
+          f"INT8 ({cv['calibration']['chosen']}) {q['cinc_f1']:.3f} {q['cinc_f1_ci95']}")  # fmt: skip
+    t1 = time.time()
+    model = fit_model(cfg, records, opts.seed, opts.progress, "final model")
+    oof = cv.pop("_oof")
+    zoo = Path(opts.zoo)
+    zoo.mkdir(parents=True, exist_ok=True)
+    torch.save(
+        {
+            "name": NAME, "version": VERSION, "config": config_to_dict(cfg),
+            "state_dict": model.state_dict(), "seed": opts.seed, "quick": opts.quick, "cv": cv,
+            "oof": {"records": oof["records"], "labels": oof["labels"],
+                    "fp32": torch.tensor(oof["fp32"], dtype=torch.float16),
+                    "int8": torch.tensor(oof["int8"], dtype=torch.float16)},
+            "records": len(records),
+            "seconds": {"total": round(time.time() - t0, 1), "cross_validation": cv["seconds"],
+                        "final_model": round(time.time() - t1, 1)},
+        },
+        _weights_path(zoo),
+    )  # fmt: skip
+    return export(opts)
+
+
+def _load_checkpoint(zoo: Path):
+    import torch
+
+    path = _weights_path(zoo)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no trained weights; run vigil train {NAME} first")
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    cfg = config_from_dict(ckpt["config"])
+    model = build(cfg)
+    model.load_state_dict(ckpt["state_dict"])
+    return ckpt, cfg, model.eval()
+
+
+def latency_ms(path: Path, window: dict, runs: int = 300) -> dict:
+    """Single-window latency (ms, p50/p99) of an ONNX model in ONNX Runtime on one CPU thread."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.inter_op_num_threads = 1
+    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    for _ in range(max(5, runs // 10)):
+        sess.run(None, window)
+    t = np.empty(runs)
+    for i in range(runs):
+        t0 = time.perf_counter()
+        sess.run(None, window)
+        t[i] = time.perf_counter() - t0
+    return {
+        "p50": round(float(np.percentile(t, 50)) * 1e3, 4),
+        "p99": round(float(np.percentile(t, 99)) * 1e3, 4),
+    }
+
+
+def vendored_metrics(fp32: Path, int8: Path, folder: Path, params: StripParams) -> dict:
+    """What the shipped artifacts say on the vendored records (the tests recompute this)."""
+    records = load_records(folder, params)
+    x, owner, wins = sliding(records)
+    ref = np.array([r.label for r in records])
+    out: dict = {"folder": "data/cinc2017", "in_training_set": True, "records": {}}
+    scores = {"fp32": onnx_scores(fp32, x), "int8": onnx_scores(int8, x)}
+    probs = {k: per_record(v, owner, len(records)) for k, v in scores.items()}
+    for i, r in enumerate(records):
+        out["records"][r.name] = {
+            "label": CLASSES[r.label], "windows": int(wins[i].n_windows),
+            **{f"{k}_label": CLASSES[int(probs[k][i].argmax())] for k in probs},
+            **{f"{k}_prob": [round(float(v), 5) for v in probs[k][i]] for k in probs},
+        }  # fmt: skip
+    for k in probs:
+        out[f"{k}_accuracy"] = round(float(np.mean(probs[k].argmax(1) == ref)), 4)
+    out["window_agreement"] = round(float(np.mean(scores["fp32"].argmax(1) == scores["int8"].argmax(1))), 4)
+    out["windows"] = int(len(owner))
+    return out
+
+
+def export(opts: TrainOptions) -> ModelCard:
+    """From ``<zoo>/ecg-rhythm.pt``: FP32 and INT8 ONNX (calibration method chosen by held-out CV
+    macro-F1, calibrated on training windows), measured latency, vendored-record metrics, the card."""
+    from vigil.export.quantize import quantize_int8
+    from vigil.models.training import count_parameters
+
+    zoo = Path(opts.zoo)
+    ckpt, cfg, model = _load_checkpoint(zoo)
+    records = load_records(Path(opts.data) / DATASET, cfg.strip)
+    rng = np.random.default_rng(opts.seed + 999)
+    calib, _ = random_crops(records, 1.0, rng)
+    pick = rng.permutation(len(calib["ecg"]))[: cfg.calibration_windows]
+    calib = {k: v[pick] for k, v in calib.items()}
+    check, _, _ = sliding(records[:: max(1, len(records) // 100)])
+    fp32, int8 = zoo / f"{NAME}.fp32.onnx", zoo / f"{NAME}.int8.onnx"
+    diff = export_fp32(model, fp32, check)
+    method = ckpt["cv"]["calibration"]["chosen"]
+    quantize_int8(fp32, int8, calib, method)
+    one = {k: v[:1] for k, v in check.items()}
+    runs = 30 if opts.quick else 500
+    latency = {"int8": latency_ms(int8, one, runs), "fp32": latency_ms(fp32, one, runs),
+               "unit": "ms per window, batch 1, ONNX Runtime CPU, 1 thread (measured at export)"}  # fmt: skip
+    cv = ckpt["cv"]
+    metrics = {
+        "validation": f"stratified {cv['folds']}-fold cross-validation over the {ckpt['records']} records "
+        "(record-disjoint: each record scored by the fold model that never saw it); 95 % CIs by "
+        "bootstrap over records (1000 resamples); score = CinC 2017 mean F1 of N, A, O",
+        "cv_fp32": cv["fp32"],
+        "cv_int8": cv["int8"],
+        "int8_floor": cv["int8_floor"],
+        "calibration": {**cv["calibration"], "note": "INT8 of each fold model, each method, scored on its "
+                        "held-out fold; the method with the best pooled CinC F1 is used"},
+        "af_alarm": cv["af_alarm"],
+        "onnx_parity_max_abs": float(f"{diff:.3g}"),
+        "size": {"parameters": count_parameters(model), "fp32_kb": round(fp32.stat().st_size / 1024, 1),
+                 "int8_kb": round(int8.stat().st_size / 1024, 1)},
+        "vendored": vendored_metrics(fp32, int8, VENDORED, cfg.strip),
+    }  # fmt: skip
+    card = ModelCard(
+        name=NAME,
+        task="ecg-rhythm",
+        version=VERSION + ("-quick" if ckpt.get("quick") else ""),
+        classes=CLASSES,
+        inputs={"ecg": (-1, 1, cfg.strip.window), "rr": (-1, len(RR_FEATURES))},
+        preprocessing={
+            **cfg.strip.to_card(),
+            "kernels": "vigil.kernels.rhythm_strip (resample_poly, "
+            "band_pass, prepare_strip, cut_windows, rr_features), vigil.kernels.qrs.detect, "
+            "vigil.kernels.rhythm.hrv",
+            "aggregation": "record class = arg-max of the mean "
+            "softmax over the strip's classified windows (record_probabilities)",
+        },
+        artifacts={"fp32": artifact(fp32), "int8": artifact(int8)},
+        data={
+            "dataset": "PhysioNet/CinC Challenge 2017 training set, the shared subset (A00001-A01500 without "
+            "IDs divisible by 3, which are held back): ../shared/data/cinc2017_af, labels REFERENCE-v3.csv",
+            "records": ckpt["records"],
+            "class_counts": {c: int(sum(r.label == i for r in records)) for i, c in enumerate(CLASSES)},
+            "split": f"{cv['folds']}-fold stratified by class over records for the metrics; the shipped "
+            "model is then trained on all of them",
+            "training": {
+                "seed": ckpt["seed"],
+                "epochs": cfg.epochs,
+                "crops_per_10s": cfg.crops_per_10s,
+                "augmentation": "amplitude, baseline wander, noise, time warp (models.training."
+                "augment), polarity flip",
+                "class_weights": f"(N / (k n_c)) ** {cfg.class_power}",
+                "seconds": ckpt["seconds"],
+                "machine": "2 shared CPU cores, torch 1 thread",
+            },
+            "int8_calibration": f"{method}, {len(calib['ecg'])} random training windows",
+        },  # fmt: skip
+        metrics=metrics,
+        latency=latency,
+        intended_use=(
+            "Screening label for a single-lead ECG strip of 9-60 s (hand-held or wearable lead I-like ECG, "
+            "any sampling rate): Normal sinus rhythm, AF, Other rhythm or Noisy; drives the monitor's AF "
+            "alarm as a second opinion beside RR-based AF detection. Not a diagnosis; AF calls need "
+            "clinician review."
+        ),
+        failure_modes=(
+            "Other rhythm is the weakest class (many Other strips are called Normal): the label is "
+            "heterogeneous (ectopy, blocks, brady/tachycardia) and only ~300 examples were available.",
+            "Trained on one device type (AliveCor, lead I-like, 300 Hz); other leads or electrode "
+            "placements are out of distribution.",
+            "Noisy strips are rare in training (29 records): noise can be called AF (irregular detected "
+            "beats) and vice versa.",
+            "Windows with NaN/absurd samples are not classified; a strip with none left is reported as "
+            "Noisy ('~') by vigil classify-rhythm.",
+            "Dense ectopy and AF both look irregular to the RR features.",
+            "Strips shorter than one window are zero-padded; very short strips have few beats and weak "
+            "RR features.",
+        ),
+    )
+    card.save(card_path(zoo / NAME))
+    return card
