@@ -31,7 +31,8 @@ means "arrival with the minimum observed delay".
 
 from __future__ import annotations
 
-from collections import Counter, deque
+import math
+from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -140,6 +141,27 @@ def lower_hull(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return hull[:m]
 
 
+@njit(nogil=True, cache=True)
+def _hull_edge(x, y, xm):
+    """``(intercept, slope)`` of the lower-hull edge spanning ``xm`` of points sorted by ``x``.
+
+    With hull vertices ``h`` (:func:`lower_hull`) and ``k`` the number of them at or left of ``xm``
+    (clamped to [1, len(h) - 1]), the edge joins ``h[k-1]`` and ``h[k]``: slope
+    ``(y_j - y_i) / (x_j - x_i)``, intercept ``y_i - slope x_i``. All x equal: ``(min y, 0)``.
+    """
+    n = x.shape[0]
+    if n == 1 or x[n - 1] == x[0]:
+        return y.min(), 0.0
+    h = lower_hull(x, y)
+    k = 0
+    while k < h.shape[0] and x[h[k]] <= xm:
+        k += 1
+    k = min(max(k, 1), h.shape[0] - 1)
+    i, j = h[k - 1], h[k]
+    slope = (y[j] - y[i]) / (x[j] - x[i])
+    return y[i] - slope * x[i], slope
+
+
 def envelope_fit(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     """``(intercept, slope)`` of the line below every point that is highest at mean(x).
 
@@ -147,15 +169,8 @@ def envelope_fit(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     """
     order = np.argsort(x, kind="stable")
     x, y = x[order], y[order]
-    if len(x) == 1 or x[-1] == x[0]:
-        return float(y.min()), 0.0
-    h = lower_hull(x, y)
-    xm = float(x.mean())
-    k = int(np.searchsorted(x[h], xm, side="right"))
-    k = min(max(k, 1), len(h) - 1)
-    i, j = h[k - 1], h[k]
-    slope = float((y[j] - y[i]) / (x[j] - x[i]))
-    return float(y[i] - slope * x[i]), slope
+    c, s = _hull_edge(x, y, float(x.mean()))
+    return float(c), float(s)
 
 
 class ClockEstimator:
@@ -163,7 +178,8 @@ class ClockEstimator:
 
     Keeps the minimum ``arrival - device`` of each ``bucket_s`` of device time, for the last
     ``window`` buckets, and refits lazily when a bucket closes (so the fit lags by at most one
-    bucket). ``drift_ppm`` > 0 means the device clock runs fast.
+    bucket). ``drift_ppm`` > 0 means the device clock runs fast. The buckets live in two arrays of
+    ``window`` entries, oldest first (a monitor keeps one estimator per device).
     """
 
     def __init__(self, bucket_s: float = 0.5, window: int = 240):
@@ -176,7 +192,13 @@ class ClockEstimator:
     def reset(self) -> None:
         """Forget every observation (the device clock restarted)."""
         self._origin_us: int | None = None
-        self._buckets: deque[tuple[int, float, float]] = deque(maxlen=self.window)  # (id, x, y)
+        # buckets, oldest first: device time x (s) of each bucket's minimum arrival - x (s); _n in use
+        # (a bucket's id is floor(x / bucket_s))
+        self._x = np.zeros(self.window)
+        self._y = np.zeros(self.window)
+        self._n = 0
+        self._last_b = 0  # id of the newest bucket, while _n > 0
+        self._last_y = 0.0  # its minimum
         self._fit: tuple[float, float] | None = None
         self.n_points = 0
         self.last_device_us: int | None = None
@@ -191,33 +213,38 @@ class ClockEstimator:
             self._origin_us = int(device_us)
         x = (int(device_us) - self._origin_us) * 1e-6
         y = float(arrival) - x
-        b = int(np.floor(x / self.bucket_s))
-        if self._buckets and self._buckets[-1][0] == b:
+        b = math.floor(x / self.bucket_s)
+        n = self._n
+        if n and self._last_b == b:
             # the open bucket's minimum: refit when it closes, so a fast stream does not refit per frame
-            if y < self._buckets[-1][2]:
-                self._buckets[-1] = (b, x, y)
-                if len(self._buckets) < 2:
+            if y < self._last_y:
+                self._x[n - 1], self._y[n - 1], self._last_y = x, y, y
+                if n < 2:
                     self._fit = None
-        elif not self._buckets or b > self._buckets[-1][0]:
-            self._buckets.append((b, x, y))
+        elif not n or b > self._last_b:
+            if n == self.window:  # the oldest bucket leaves the window
+                for a in (self._x, self._y):
+                    a[:-1] = a[1:]
+                n -= 1
+            self._x[n], self._y[n] = x, y
+            self._n, self._last_b, self._last_y = n + 1, b, y
             self._fit = None
         else:  # an older bucket (out-of-order timestamps): merge if still in the window
-            for k, (bb, _, yy) in enumerate(self._buckets):
-                if bb == b:
-                    if y < yy:
-                        self._buckets[k] = (b, x, y)
-                        self._fit = None
-                    break
+            k = np.flatnonzero(np.floor(self._x[:n] / self.bucket_s) == b)
+            if len(k) and y < self._y[k[0]]:
+                self._x[k[0]], self._y[k[0]] = x, y
+                self._fit = None
         self.n_points += 1
         self.last_device_us = int(device_us)
 
     def fit(self) -> tuple[float, float]:
         """``(intercept, slope)`` of ``arrival - device_s = intercept + slope * device_s``."""
-        if not self._buckets:
+        if not self._n:
             raise ValueError("no observations")
-        if self._fit is None:
-            a = np.asarray(self._buckets, dtype=np.float64)
-            self._fit = envelope_fit(a[:, 1], a[:, 2])
+        if self._fit is None:  # the buckets are in order of x already: envelope_fit without the sort
+            x, y = self._x[: self._n], self._y[: self._n]
+            c, s = _hull_edge(x, y, float(x.mean()))
+            self._fit = (float(c), float(s))
         return self._fit
 
     def to_monitor_time(self, device_us: int | float | np.ndarray) -> float | np.ndarray:
@@ -225,6 +252,8 @@ class ClockEstimator:
         if self._origin_us is None:
             raise ValueError("no observations")
         c, s = self.fit()
+        if type(device_us) is int or type(device_us) is float:  # one timestamp: the same float64 sums
+            return (float(device_us) - float(self._origin_us)) * 1e-6 * (1.0 + s) + c
         x = (np.asarray(device_us, dtype=np.float64) - self._origin_us) * 1e-6
         t = x * (1.0 + s) + c
         return float(t) if t.ndim == 0 else t
@@ -232,7 +261,7 @@ class ClockEstimator:
     @property
     def drift_ppm(self) -> float:
         """Device clock rate against the monitor's, parts per million (0 before two buckets)."""
-        if len(self._buckets) < 2:
+        if self._n < 2:
             return 0.0
         s = self.fit()[1]
         return -s / max(1.0 + s, 1e-12) * 1e6  # device rate / monitor rate - 1
@@ -270,29 +299,33 @@ class DeviceStats:
 
 
 class _Stream:
-    """Sequence state of one (device, stream): the last delivered frame and the recent sequence set."""
+    """Sequence state of one (device, stream): the last delivered frame and which of the ``window``
+    sequence numbers up to it were delivered (bit ``k`` of ``recent``: ``last_seq - k``)."""
 
-    __slots__ = ("last_seq", "last_ts", "last_end_us", "period_us", "recent", "recent_set")
+    __slots__ = ("last_seq", "last_ts", "last_end_us", "period_us", "recent", "window", "mask")
 
     def __init__(self, frame: Frame, window: int):
-        self.recent: deque[int] = deque(maxlen=window)
-        self.recent_set: set[int] = set()
-        self.advance(frame)
+        self.window, self.mask = window, (1 << window) - 1
+        self.restart(frame)
 
-    def advance(self, frame: Frame) -> None:
+    def advance(self, frame: Frame, d: int) -> None:
+        """Deliver ``frame``, ``d`` >= 1 sequence numbers after the last delivered one."""
+        self.recent = 1 if d >= self.window else ((self.recent << d) | 1) & self.mask
+        self._last(frame)
+
+    def restart(self, frame: Frame) -> None:
+        self.recent = 1
+        self._last(frame)
+
+    def delivered(self, behind: int) -> bool:
+        """Whether the sequence number ``behind`` (0 .. window - 1) before the last was delivered."""
+        return 0 <= behind < self.window and bool(self.recent >> behind & 1)
+
+    def _last(self, frame: Frame) -> None:
         self.last_seq = frame.sequence
         self.last_ts = frame.timestamp_us
         self.period_us = frame.duration_us
         self.last_end_us = frame.timestamp_us + self.period_us
-        if len(self.recent) == self.recent.maxlen:
-            self.recent_set.discard(self.recent[0])
-        self.recent.append(frame.sequence)
-        self.recent_set.add(frame.sequence)
-
-    def restart(self, frame: Frame) -> None:
-        self.recent.clear()
-        self.recent_set.clear()
-        self.advance(frame)
 
 
 class StreamChecker:
@@ -390,15 +423,15 @@ class StreamChecker:
         if d <= 0 and self._delay(f, received.arrival) > self.max_late_s:
             return self._reset(received, s, st)
         if d == 1:
-            s.advance(f)
+            s.advance(f, 1)
             return [self._deliver(received)]
         if d > 1:
             lost = SignalLost(f.device_id, f.stream_id, s.last_end_us, f.timestamp_us, d - 1)
             st.gaps += 1
             st.frames_lost += d - 1
-            s.advance(f)
+            s.advance(f, d)
             return [lost, self._deliver(received)]
-        if f.sequence in s.recent_set and -d < self.window:
+        if s.delivered(-d):  # one of the last ``window`` sequence numbers, delivered: a duplicate
             st.duplicates += 1
             return [Duplicate(f.device_id, f.stream_id, f.sequence)]
         st.late += 1

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import deque
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -17,6 +19,7 @@ from vigil.firmware_bridge.streams import (
     StreamChecker,
     StreamReset,
     envelope_fit,
+    lower_hull,
     seq_delta,
 )
 from vigil.firmware_bridge.transport import Received
@@ -152,6 +155,82 @@ def test_envelope_fit_exact_line_below_points():
     assert np.all(y - (c + s * x) >= -1e-12)
 
 
+def ref_envelope_fit(x, y):
+    """envelope_fit in numpy: sort, lower hull, the hull edge spanning mean(x)."""
+    order = np.argsort(x, kind="stable")
+    x, y = x[order], y[order]
+    if len(x) == 1 or x[-1] == x[0]:
+        return float(y.min()), 0.0
+    h = lower_hull(x, y)
+    k = int(np.searchsorted(x[h], float(x.mean()), side="right"))
+    k = min(max(k, 1), len(h) - 1)
+    i, j = h[k - 1], h[k]
+    slope = float((y[j] - y[i]) / (x[j] - x[i]))
+    return float(y[i] - slope * x[i]), slope
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_envelope_fit_kernel_matches_numpy(seed):
+    rng = np.random.default_rng(seed)
+    for n in (1, 2, 3, 7, 50, 240):
+        x = rng.uniform(0, 100, n) if seed % 2 else np.round(rng.uniform(0, 10, n))  # ties too
+        y = rng.exponential(0.01, n) + 1e-4 * x
+        assert envelope_fit(x, y) == ref_envelope_fit(x, y)
+    assert envelope_fit(np.full(4, 2.0), np.array([3.0, 1.0, 2.0, 5.0])) == (1.0, 0.0)
+
+
+class RefClock:
+    """ClockEstimator's bucket bookkeeping on a deque of tuples (the reference for its arrays)."""
+
+    def __init__(self, bucket_s, window):
+        self.bucket_s, self.buckets, self.origin = bucket_s, deque(maxlen=window), None
+
+    def add(self, device_us, arrival):
+        if self.origin is None:
+            self.origin = device_us
+        x = (device_us - self.origin) * 1e-6
+        y = arrival - x
+        b = int(np.floor(x / self.bucket_s))
+        if self.buckets and self.buckets[-1][0] == b:
+            if y < self.buckets[-1][2]:
+                self.buckets[-1] = (b, x, y)
+        elif not self.buckets or b > self.buckets[-1][0]:
+            self.buckets.append((b, x, y))
+        else:
+            for k, (bb, _, yy) in enumerate(self.buckets):
+                if bb == b:
+                    if y < yy:
+                        self.buckets[k] = (b, x, y)
+                    break
+
+    def fit(self):
+        a = np.asarray(self.buckets, dtype=np.float64)
+        return ref_envelope_fit(a[:, 1], a[:, 2])
+
+
+def test_clock_buckets_match_reference_with_reordering_and_window():
+    rng = np.random.default_rng(4)
+    n = 3000
+    device_us = 1_000_000 + (np.arange(n) * 100_000 * (1 + 80e-6)).astype(np.int64)
+    order = np.arange(n)
+    for i in range(0, n - 20, 20):  # local reordering: late frames merge into older buckets
+        order[i : i + 20] = order[i : i + 20][rng.permutation(20)]
+    arrival = 50.0 + order * 0.1 + rng.exponential(0.005, n)
+    clock, ref = ClockEstimator(bucket_s=0.5, window=40), RefClock(0.5, 40)
+    for k in order:
+        clock.add(int(device_us[k]), float(arrival[k]))
+        ref.add(int(device_us[k]), float(arrival[k]))
+        if k % 97 == 0:  # refit at the points the reference does (bucket boundaries aside)
+            clock._fit = None
+            assert clock.fit() == ref.fit()
+    clock._fit = None
+    assert clock.fit() == ref.fit()
+    c, s = ref.fit()
+    want = (float(device_us[5]) - float(device_us[order[0]])) * 1e-6 * (1.0 + s) + c
+    assert clock.to_monitor_time(int(device_us[5])) == want
+    assert clock.to_monitor_time(device_us[5]) == want  # numpy scalar: the array path
+
+
 @pytest.mark.parametrize("ppm", [100.0, -60.0])
 def test_drift_estimate_one_sided_delays(ppm):
     rng = np.random.default_rng(1)
@@ -252,3 +331,26 @@ def test_arbitrary_input_never_crashes(items):
     if items:
         s = c.stats(7)
         assert s.frames == total
+
+
+def ref_duplicate_or_late(order, window):
+    """Duplicate/Late of each non-delivered frame, judged on a set of the last ``window`` delivered
+    sequence numbers (what the checker's bitmap must agree with); sequences relative, no wrap."""
+    recent: deque[int] = deque(maxlen=window)
+    last, out = None, []
+    for s in order:
+        if last is None or s > last:
+            recent.append(s)
+            last = s
+        else:
+            out.append("dup" if s in recent and last - s < window else "late")
+    return out
+
+
+@settings(max_examples=150, deadline=None)
+@given(mangled(), st.sampled_from([1, 3, 8, 64]))
+def test_duplicates_told_from_late_as_by_a_set(case, window):
+    start, order = case
+    ev = StreamChecker(window=window).check_many([rx(start + i, i * PERIOD_US) for i in order])
+    got = ["dup" if isinstance(e, Duplicate) else "late" for e in ev if isinstance(e, (Duplicate, Late))]
+    assert got == ref_duplicate_or_late(order, window)
