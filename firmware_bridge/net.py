@@ -1,5 +1,10 @@
 """Wired and Wi-Fi transports: UDP (one frame per datagram) and TCP (COBS byte streams, many peers).
 
+UDP reads its socket directly from the event loop (``add_reader``), every datagram waiting at each
+wake-up, with a large receive buffer (``rcvbuf``): asyncio's datagram endpoint reads one datagram per
+loop iteration, which cannot keep up with thousands of frames a second while another thread (the
+monitor's processing) holds the GIL between iterations.
+
 Both are :class:`~vigil.firmware_bridge.transport.Transport` subclasses yielding
 :class:`~vigil.firmware_bridge.transport.Received` (``arrival = time.monotonic()``) and
 :class:`~vigil.firmware_bridge.transport.LinkEvent`. Bad input is counted by reason in ``stats``
@@ -16,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator
@@ -97,48 +103,84 @@ class QueueTransport(Transport):
         await self.start()
         while not self._closed or not self._queue.empty():
             item = await self._queue.get()
-            if item is _STOP:
-                return
-            yield item
-
-
-class _Udp(asyncio.DatagramProtocol):
-    def __init__(self, owner: UDPTransport):
-        self.owner = owner
-
-    def datagram_received(self, data: bytes, addr: tuple) -> None:
-        self.owner._datagram(data, addr, time.monotonic())
-
-    def error_received(self, exc: Exception) -> None:
-        self.owner.stats.reject(f"socket: {type(exc).__name__}")
+            while True:  # then whatever else is queued, without a coroutine per item
+                if item is _STOP:
+                    return
+                yield item
+                try:
+                    item = self._queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    break
 
 
 class UDPTransport(QueueTransport):
-    """Listen on ``host:port`` for datagrams, each exactly one Vigil frame."""
+    """Listen on ``host:port`` for datagrams, each exactly one Vigil frame.
+
+    ``rcvbuf`` asks the kernel for that socket receive buffer (bytes; capped by ``net.core.rmem_max``;
+    0 keeps the system default): room for the datagrams that arrive while the monitor is busy.
+    ``max_batch`` bounds the datagrams read at one wake-up, so a flood cannot starve the event loop.
+    """
 
     name = "udp"
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, max_queue: int = 4096, max_peers: int = 1024):
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        max_queue: int = 4096,
+        max_peers: int = 1024,
+        rcvbuf: int = 4 << 20,
+        max_batch: int = 1024,
+    ):
         super().__init__(max_queue)
         self.host, self.port = host, int(port)
         self.max_peers = int(max_peers)
+        self.rcvbuf, self.max_batch = int(rcvbuf), max(1, int(max_batch))
         self.peer_stats: OrderedDict[str, TransportStats] = OrderedDict()
-        self._endpoint: asyncio.DatagramTransport | None = None
+        self._names: dict[tuple, str] = {}  # peer address -> source name
+        self._sock: socket.socket | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def source(self) -> str:
         return f"udp:{self.host}:{self.port}"
 
     async def start(self) -> None:
-        if self._endpoint is not None or self._closed:
+        if self._sock is not None or self._closed:
             return
         self._event(self.source, LinkState.CONNECTING)
         loop = asyncio.get_running_loop()
-        self._endpoint, _ = await loop.create_datagram_endpoint(
-            lambda: _Udp(self), local_addr=(self.host, self.port)
-        )
-        self.port = self._endpoint.get_extra_info("sockname")[1]
+        infos = await loop.getaddrinfo(self.host, self.port, type=socket.SOCK_DGRAM)
+        family, type_, proto, _, addr = infos[0]
+        sock = socket.socket(family, type_, proto)
+        try:
+            if self.rcvbuf > 0:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.rcvbuf)
+            sock.bind(addr)
+            sock.setblocking(False)
+        except OSError:
+            sock.close()
+            raise
+        self._sock, self._loop = sock, loop
+        self.port = sock.getsockname()[1]
+        loop.add_reader(sock.fileno(), self._readable)
         self._event(self.source, LinkState.CONNECTED)
+
+    def _readable(self) -> None:
+        """Read every waiting datagram (at most ``max_batch``); they share one arrival time."""
+        sock = self._sock
+        if sock is None:
+            return
+        arrival = time.monotonic()
+        for _ in range(self.max_batch):
+            try:
+                data, addr = sock.recvfrom(65_536)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                self.stats.reject(f"socket: {type(exc).__name__}")
+                return
+            self._datagram(data, addr, arrival)
 
     def _peer(self, source: str) -> TransportStats:
         ps = self.peer_stats.get(source)
@@ -151,19 +193,31 @@ class UDPTransport(QueueTransport):
         return ps
 
     def _datagram(self, data: bytes, addr: tuple, arrival: float) -> None:
-        source = f"udp:{addr[0]}:{addr[1]}"
+        source = self._names.get(addr)
+        if source is None:
+            if len(self._names) >= self.max_peers:
+                self._names.clear()
+            source = self._names[addr] = f"udp:{addr[0]}:{addr[1]}"
         peer = self._peer(source)
         self.stats.bytes += len(data)
         peer.bytes += len(data)
-        frame = decode_counted(data, source, self.stats, peer)
-        if frame is not None:
-            self._offer(Received(frame, source, arrival))
+        try:
+            frame = protocol.decode(data)
+        except protocol.FrameError:  # counted by reason (and source) as decode_counted does
+            decode_counted(data, source, self.stats, peer)
+            return
+        self.stats.frames += 1
+        peer.frames += 1
+        self._offer(Received(frame, source, arrival))
 
     async def close(self) -> None:
         if self._closed:
             return
-        if self._endpoint is not None:
-            self._endpoint.close()
+        if self._sock is not None:
+            if self._loop is not None and not self._loop.is_closed():
+                self._loop.remove_reader(self._sock.fileno())
+            self._sock.close()
+            self._sock = None
         self._event(self.source, LinkState.CLOSED)
         await super().close()
         self._finish()

@@ -67,6 +67,28 @@ def test_frame_error_reasons():
     assert reasons == ["magic", "length", "crc", "truncated", "truncated"]
 
 
+async def test_udp_reads_every_waiting_datagram_after_a_busy_spell():
+    """A burst sent while the event loop is blocked (the monitor's processing holding the GIL) waits
+    in the large receive buffer and is read at the next wake-ups, max_batch at a time, in order."""
+    t = UDPTransport(LOOPBACK, 0, max_queue=10_000, max_batch=256)
+    await t.start()
+    it = t.items()
+    raw = np.zeros((25, 1), np.int16)
+    wire = [
+        protocol.encode(make_frame(7, k, k * 100_000, 250.0, raw, (ChannelKind.ECG,))) for k in range(3000)
+    ]
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        for w in wire:  # the loop does not run while we send: nothing is read until the await below
+            s.sendto(w, (LOOPBACK, t.port))
+        got, _ = await collect_frames(it, len(wire))
+    finally:
+        s.close()
+        await t.close()
+    assert [r.frame.sequence for r in got] == list(range(3000))
+    assert t.stats.frames == 3000 and t.stats.n_rejected == 0
+
+
 async def test_udp_end_to_end_with_bad_sender(ecg_frames):
     t = UDPTransport(LOOPBACK, 0)
     await t.start()
