@@ -12,8 +12,9 @@ import json
 import math
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from enum import Enum
+from functools import lru_cache
 from typing import Any
 
 SCHEMA_ALERT = "vigil.alert/1"
@@ -41,6 +42,14 @@ class AlarmState(Enum):
 
 def topic(site: str, device: str, kind: str) -> str:
     """``vigil/<site>/<device>/<kind>``; site and device must be single topic levels."""
+    if type(site) is str and type(device) is str and type(kind) is str:
+        return _topic(site, device, kind)
+    return _topic.__wrapped__(site, device, kind)
+
+
+@lru_cache(maxsize=16384)
+def _topic(site: str, device: str, kind: str) -> str:
+    """:func:`topic`, remembered: a monitor names the same devices' topics once a second each."""
     for name, part in (("site", site), ("device", device)):
         if not part or any(c in part for c in "/+#\x00"):
             raise ValueError(f"{name} {part!r} must be a non-empty MQTT topic level without / + # or NUL")
@@ -100,6 +109,9 @@ def _json_number(v: Any) -> Any:
     return v
 
 
+_PLAIN = (str, int, bool, type(None))  # exact types _json_number returns unchanged
+
+
 @dataclass(frozen=True)
 class Vitals:
     """Periodic summary of one device (``vigil/<site>/<device>/vitals``); unmeasured values are null.
@@ -138,7 +150,12 @@ class Vitals:
         return topic(self.site, self.device, "vitals")
 
     def to_json(self) -> bytes:
-        d = {k: _json_number(v) for k, v in asdict(self).items()}
+        # the fields as they are (asdict would deep-copy them first: a monitor sends one per device per
+        # period); NaN and infinities become null
+        d = {}
+        for k in _VITALS_FIELDS:
+            v = getattr(self, k)
+            d[k] = v if type(v) in _PLAIN or (type(v) is float and math.isfinite(v)) else _json_number(v)
         return json.dumps({"schema": SCHEMA_VITALS, **d}, separators=(",", ":"), sort_keys=True).encode()
 
     @classmethod
@@ -151,3 +168,6 @@ class Vitals:
             return cls(**d)
         except (KeyError, TypeError, AttributeError, json.JSONDecodeError) as exc:
             raise ValueError(f"malformed vitals payload: {exc}") from None
+
+
+_VITALS_FIELDS = tuple(f.name for f in fields(Vitals))

@@ -4,12 +4,22 @@
 :class:`~vigil.edge.session.DeviceSession` per (device, stream), the
 :class:`~vigil.edge.alarms.AlarmEngine` (``config.alarms``) and an output sink: either a callable
 taking each :class:`~vigil.edge.messages.Alert` and :class:`~vigil.edge.messages.Vitals`, or an
-object with ``publish_alert(alert)`` and ``publish(topic, payload, priority, kind)`` (the
+object with ``publish_alert(alert)`` and ``publish(topic, payload, priority, kind)``, and optionally
+``publish_many([(topic, payload, priority, kind), ...])`` (the
 :class:`~vigil.edge.publisher.MQTTPublisher`).
+
+**Output batches.** The messages of one :meth:`Monitor.handle` (its alerts) and of one
+:meth:`Monitor.tick` (alerts, then the vitals that came due) go to the sink together, alerts first:
+with ``publish_many`` in one call (one outbox transaction, so every alert of the batch is committed
+before any of it is published, and a thousand devices' vitals cost one commit, not a thousand);
+otherwise ``publish_alert``/``publish`` (or the callable) once per message, in the same order.
 
 * :meth:`Monitor.handle` takes one transport item (a frame or a link event) and returns the alerts
   it caused (also sent to the sink). :meth:`Monitor.tick` moves time on: ``engine.tick`` (device
   lost, delays, escalation), vitals every ``mqtt.vitals_period_s`` per device, registered models.
+  A device's first vitals go out at the first tick after its first features, its second within one
+  period after that at a phase of its own (from its device and stream numbers), then one per period:
+  devices that connected together do not all report in the same tick.
 * :meth:`Monitor.run` consumes several async transports concurrently. Each transport has its own
   pump task that only puts items into a :class:`FrameQueue`, so a slow, silent or failing
   transport stalls nobody; processing runs in a worker thread one batch at a time, so reading the
@@ -28,7 +38,9 @@ frame is dropped; when it would exceed the total, the oldest frame of the device
 queued frames (the one furthest behind) is dropped. Producers never wait. Drops are counted per
 device (:attr:`MonitorStats.dropped`). A dropped frame never reaches the stream checker, which
 therefore sees a sequence gap and reports it as :class:`~vigil.firmware_bridge.streams.SignalLost`:
-the session NaN-fills it, so kernels never see stitched data. Link events are never dropped.
+the session NaN-fills it, so kernels never see stitched data. Link events are never dropped. Finding
+the device furthest behind costs O(1) per put while the queue is full (ties: the device that has held
+that many frames longest), so an overloaded monitor is not slowed further by a scan per frame.
 
 **Model hook.** ``set_model(kind, fn, window_s, every_s)`` registers a network for one modality
 ("ecg", "eeg", "emg"). Every ``every_s`` of monitor time, each group of that kind's sessions with a
@@ -106,6 +118,10 @@ class FrameQueue:
         self._frames: dict[Key, deque[Received]] = {}
         self._events: list[LinkEvent] = []
         self._n = 0
+        # while the total bound is reached: queue length -> keys of that length (in the order they got
+        # there) and the longest length; built on the first total-bound drop, forgotten by take()
+        self._by_len: dict[int, dict[Key, None]] | None = None
+        self._longest = 0
         self.ready = asyncio.Event()
         self.room = asyncio.Event()
 
@@ -124,8 +140,10 @@ class FrameQueue:
             if len(q) >= self.per_device:
                 self._drop(key)
             elif self._n >= self.total:
-                self._drop(max(self._frames, key=lambda k: len(self._frames[k])))
+                self._drop(self._furthest_behind())
             q.append(item)
+            if self._by_len is not None:
+                self._relen(key, len(q) - 1, len(q))
             self._n += 1
             self.stats.frames_received += 1
             self.stats.queue_high_water = max(self.stats.queue_high_water, self._n)
@@ -146,16 +164,43 @@ class FrameQueue:
         self.put(item)
 
     def _drop(self, key: Key) -> None:
-        self._frames[key].popleft()
+        q = self._frames[key]
+        q.popleft()
+        if self._by_len is not None:
+            self._relen(key, len(q) + 1, len(q))
         self._n -= 1
         self.stats.frames_dropped += 1
         self.stats.dropped[key] += 1
+
+    def _furthest_behind(self) -> Key:
+        """The key with the most queued frames (ties: the first to have that many)."""
+        if self._by_len is None:
+            self._by_len = {}
+            for k, q in self._frames.items():
+                self._by_len.setdefault(len(q), {})[k] = None
+            self._longest = max(self._by_len)
+        return next(iter(self._by_len[self._longest]))
+
+    def _relen(self, key: Key, old: int, new: int) -> None:
+        by_len = self._by_len
+        assert by_len is not None
+        keys = by_len.get(old)
+        if keys is not None:
+            keys.pop(key, None)
+            if not keys:
+                del by_len[old]
+        by_len.setdefault(new, {})[key] = None
+        if new > self._longest:
+            self._longest = new
+        while self._longest not in by_len:
+            self._longest -= 1
 
     def take(self) -> tuple[list[LinkEvent], list[Received]]:
         """Everything queued: link events, then frames grouped per (device, stream) in order."""
         events, self._events = self._events, []
         frames = [r for q in self._frames.values() for r in q]
         self._frames, self._n = {}, 0
+        self._by_len, self._longest = None, 0
         self.ready.clear()
         self.room.set()
         return events, frames
@@ -169,8 +214,21 @@ class _Model:
     last: float = -math.inf
 
 
+_QFLAG_NAMES: dict[int, tuple[str, ...]] = {}
+
+
 def _qflag_names(flags: int) -> list[str]:
-    return [f.name for f in QualityFlag if f and flags & f]
+    names = _QFLAG_NAMES.get(flags)
+    if names is None:
+        names = tuple(f.name for f in QualityFlag if f and flags & f)
+        if len(_QFLAG_NAMES) < 1024:
+            _QFLAG_NAMES[flags] = names
+    return list(names)
+
+
+def _phase(key: Key) -> float:
+    """A fraction in (0, 1] that spreads devices' vitals over the period (Knuth's multiplicative hash)."""
+    return 1.0 - ((key[0] * 31 + key[1]) * 2654435761 % 4096) / 4096
 
 
 def _num(v: float) -> float | None:
@@ -206,39 +264,59 @@ class Monitor:
         self.total_blocks = total_blocks or 64 * self.per_device_blocks
         self.links: dict[str, LinkEvent] = {}
         self._sink = sink
+        self._out: list[Message] = []  # emitted, not yet handed to the sink (see _flush_out)
         self._models: dict[ChannelKind, _Model] = {}
         self._bad_layout: dict[Key, tuple] = {}
         self._created: dict[Key, float] = {}  # arrival time of each stream's latest session
         #: A stream's layout (rate, channel kinds) may change at most once per this many seconds;
         #: frames of a new layout sooner are refused and counted (kernels are not rebuilt per frame).
         self.relayout_s = 5.0
-        self._last_vitals: dict[Key, float] = {}
+        self._vitals_due: dict[Key, float] = {}  # monitor time of each session's next vitals
         self._frontier = -math.inf  # newest session time (a cheap trigger for data-driven ticks)
         self._arrival = -math.inf
         self._last_tick = -math.inf
-        self._next_data_tick = -math.inf
+        self._next_data_tick = math.inf  # no data-driven tick before the first features
 
     # -- outputs -------------------------------------------------------------------------
 
     def _emit(self, msg: Message) -> None:
+        """Count ``msg`` and queue it for the sink; :meth:`_flush_out` hands the batch over."""
         if isinstance(msg, Alert):
             self.stats.alerts += 1
         else:
             self.stats.vitals += 1
-        sink = self._sink
-        if sink is None:
+        if self._sink is not None:
+            self._out.append(msg)
+
+    def _flush_out(self) -> None:
+        """Hand the queued messages to the sink, alerts before vitals (module docstring)."""
+        out = self._out
+        if not out:
             return
-        if hasattr(sink, "publish_alert"):
-            if isinstance(msg, Alert):
-                sink.publish_alert(msg)
-            else:
-                sink.publish(msg.topic, msg.to_json(), None, "vitals")
+        self._out = []
+        alerts = [m for m in out if isinstance(m, Alert)]
+        if len(alerts) != len(out):
+            out = alerts + [m for m in out if not isinstance(m, Alert)]
+        sink = self._sink
+        if hasattr(sink, "publish_many"):
+            items = [(m.topic, m.to_json(), m.priority, "alert") for m in alerts]
+            items += [(m.topic, m.to_json(), None, "vitals") for m in out[len(alerts) :]]
+            sink.publish_many(items)
+        elif hasattr(sink, "publish_alert"):
+            for m in out:
+                if isinstance(m, Alert):
+                    sink.publish_alert(m)
+                else:
+                    sink.publish(m.topic, m.to_json(), None, "vitals")
         else:
-            sink(msg)
+            for m in out:
+                sink(m)
 
     def _emit_alerts(self, alerts: list[Alert]) -> list[Alert]:
+        """Emit ``alerts`` and hand them to the sink now."""
         for a in alerts:
             self._emit(a)
+        self._flush_out()
         return alerts
 
     # -- inputs --------------------------------------------------------------------------
@@ -297,14 +375,19 @@ class Monitor:
             return []
         if feats is None:
             return []
-        self._frontier = max(self._frontier, feats.time)
+        if feats.time > self._frontier:
+            if self._frontier == -math.inf:  # the first features: data-driven ticks start now
+                self._next_data_tick = feats.time
+            self._frontier = feats.time
         return self.engine.update(s.name, feats)
 
     def _session_for(self, ev: Delivered) -> DeviceSession | None:
         f = ev.frame
         key = (f.device_id, f.stream_id)
-        lay = layout_of(f)
         s = self.sessions.get(key)
+        if s is not None and f.kinds == s.layout[1] and f.sample_rate == s.layout[0]:
+            return s  # the layout_of(f) == s.layout of every frame of a running stream, without the tuple
+        lay = layout_of(f)
         if s is not None and s.layout == lay:
             return s
         arrival = ev.received.arrival  # the monitor's own clock, whatever the device's says
@@ -340,16 +423,27 @@ class Monitor:
         t0 = time.perf_counter()
         now = self.now() if now is None else float(now)
         self._last_tick = max(self._last_tick, now)
-        alerts = self._emit_alerts(self.engine.tick(now))
+        # a tick for any reason resets the data-driven trigger (see _step): one tick per tick_s
+        self._next_data_tick = max(self._next_data_tick, self._frontier + self.tick_s)
+        alerts = self.engine.tick(now)
+        for a in alerts:
+            self._emit(a)
         self._run_models(now)
-        if self.vitals_period_s > 0:
+        period = self.vitals_period_s
+        if period > 0:
+            due_at = self._vitals_due
             for key, s in list(self.sessions.items()):
                 if s.features is None:
                     continue
-                last = self._last_vitals.get(key)
-                if last is None or now - last >= self.vitals_period_s:
-                    self._last_vitals[key] = now
-                    self._emit(self.vitals(s))
+                due = due_at.get(key)
+                if due is None:  # the first: now, the next at the device's own phase
+                    due_at[key] = now + period * _phase(key)
+                elif now >= due:
+                    due_at[key] = due + period if now - due < period else now + period
+                else:
+                    continue
+                self._emit(self.vitals(s))
+        self._flush_out()
         dt = time.perf_counter() - t0
         self.stats.ticks += 1
         self.stats.tick_s_last = dt

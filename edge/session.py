@@ -32,7 +32,6 @@ streams.Delivered`) and turns them into :class:`~vigil.edge.alarms.Features` for
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -128,6 +127,9 @@ class DeviceSession:
         self.channels = np.array([i for i, k in enumerate(frame.kinds) if k == kind], dtype=np.int64)
         if kind == ChannelKind.ECG:
             self.channels = self.channels[:1]
+        c = self.channels
+        # the channels as a slice when they are adjacent (always for ECG): a view instead of a copy
+        self._cols: slice | np.ndarray = slice(int(c[0]), int(c[-1]) + 1) if np.all(np.diff(c) == 1) else c
         self.chunk = max(1, int(round(self.params.chunk_s * self.fs)))
         self.max_fill = int(round(self.params.max_gap_fill_s * self.fs))
         self.ring: SampleRing | None = None
@@ -159,15 +161,13 @@ class DeviceSession:
         self._n_buf = 0
         self._gap_in_buf = False
         self.quality_score, self.quality_flags = math.nan, 0
-        self._q_buf: list[np.ndarray] = []
-        self._q_n = 0
         if self._kernels is None:  # designed once per session; a restart resets them (cheap)
             self._build_kernels()
         else:
             for k in self._kernels:
                 k.reset()
-            if self.detector is not None:  # QRSDetector has no reset: copy the pristine one
-                self.detector = copy.deepcopy(self._fresh_detector)
+            if self.detector is not None:  # QRSDetector has no reset: a new one (designs are cached)
+                self.detector = QRSDetector(self.fs)
         if self.ring is not None:
             self.ring.clear()
 
@@ -176,8 +176,7 @@ class DeviceSession:
         self.detector = self.tracker = self.eeg_stream = self.emg_stream = self.envelope = None
         self.emg_filter = None
         if self.kind == ChannelKind.ECG:
-            self._fresh_detector = QRSDetector(fs)
-            self.detector = copy.deepcopy(self._fresh_detector)
+            self.detector = QRSDetector(fs)
             self.tracker = RhythmTracker(fs, window_beats=self.params.rhythm_window_beats)
             self.quality = SignalQuality(fs, 1, window_s=qw)
             self._kernels = [self.tracker, self.quality]
@@ -219,7 +218,12 @@ class DeviceSession:
     def feed(self, delivered: Delivered) -> Features | None:
         """Buffer one in-order frame; run the kernels when ``chunk_s`` is buffered (Features), else None."""
         f = delivered.frame
-        x = f.physical()[:, self.channels]
+        cols = self._cols
+        if type(cols) is slice and cols.stop - cols.start == 1:  # one channel: scalar scale, as physical()
+            c = cols.start
+            x = f.raw[:, cols] * np.float64(f.scale[c]) + np.float64(f.offset[c])
+        else:
+            x = f.raw[:, cols] * f.scale[cols].astype(np.float64) + f.offset[cols].astype(np.float64)
         self._slew(delivered.monitor_time, len(x))
         self.frames += 1
         self._buf.append((x, False))
@@ -263,7 +267,8 @@ class DeviceSession:
         x = pieces[0][0] if len(pieces) == 1 else np.concatenate([a for a, _ in pieces])
         gap = self._gap_in_buf
         self._buf, self._n_buf, self._gap_in_buf = [], 0, False
-        n_bad = sum(a.size - int(np.count_nonzero(np.isfinite(a))) for a, fill in pieces if not fill)
+        # the fill is all NaN: every other non-finite sample is the device's own
+        n_bad = x.size - int(np.count_nonzero(np.isfinite(x))) - sum(a.size for a, fill in pieces if fill)
         lead_off = n_bad > 0  # the device's own non-finite samples, not the gap fill
         self.bad_samples += n_bad
         self.n += len(x)
@@ -292,16 +297,8 @@ class DeviceSession:
         return feats
 
     def _quality(self, x: np.ndarray):
-        """Quality windows completed by ``x``; input is held until a window completes, since each
-        call of the quality kernel costs far more than its per-sample work."""
-        self._q_buf.append(x)
-        self._q_n += len(x)
-        q = self.quality
-        if (q.n_seen % q.size) + self._q_n < q.size:
-            return None
-        y = self._q_buf[0] if len(self._q_buf) == 1 else np.concatenate(self._q_buf)
-        self._q_buf, self._q_n = [], 0
-        return q.process(y)
+        """Quality windows completed by ``x`` (one fused kernel call per chunk, no buffering)."""
+        return self.quality.process(x)
 
     def _take_model(self) -> Mapping[str, Any]:
         out, self.model_pending = self.model_pending, {}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import math
 from pathlib import Path
 
@@ -232,3 +233,80 @@ def test_a_failing_transport_does_not_stop_the_others():
     asyncio.run(mon.run([Broken(), SimulatorTransport([spec], speed=0, duration_s=10.0)], lossless=True))
     assert mon.stats.transport_failures["broken"] == 1 and mon.session(7).n == 2500
     assert math.isfinite(mon.session(7).features.hr_bpm)
+
+
+class SingleSink:
+    """A sink with publish_alert and publish only (as run.LocalSink); records the hand-overs."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, list]] = []
+
+    def publish_alert(self, alert: Alert) -> None:
+        self.calls.append(("alert", [(alert.topic, alert.to_json(), alert.priority, "alert")]))
+
+    def publish(self, topic: str, payload: bytes, priority, kind: str) -> None:
+        self.calls.append(("one", [(topic, payload, priority, kind)]))
+
+
+class BatchSink(SingleSink):
+    """MQTTPublisher-shaped: publish_many too."""
+
+    def publish_many(self, items: list) -> None:
+        self.calls.append(("many", list(items)))
+
+
+def _two_devices_with_asystole(sink) -> Monitor:
+    """40 s of two devices (one with asystole at 20 s) through handle(), ticking every 0.1 s."""
+    specs = [
+        DeviceSpec(fs=250.0, seed=21, device_id=1, episodes=(Episode("asystole", 20.0, 8.0),)),
+        DeviceSpec(fs=250.0, seed=22, device_id=2),
+    ]
+    items: list = []
+
+    async def collect() -> None:
+        async for it in SimulatorTransport(specs, speed=0, duration_s=40.0):
+            if isinstance(it, Received):
+                items.append(it)
+
+    asyncio.run(collect())
+    clock = [0.0]
+    mon = Monitor(config_from_dict({"mqtt": {"vitals_period_s": 1.0}}), sink, clock=lambda: clock[0])
+    for i in range(0, len(items), 5):  # 5 frames = 0.1 s of two devices
+        clock[0] = (i + 5) / 50
+        for r in items[i : i + 5]:
+            mon.handle(Received(r.frame, r.source, clock[0]))
+        mon.tick(clock[0])
+    return mon
+
+
+def test_publish_many_sink_gets_each_batch_in_one_call_alerts_first():
+    sink = BatchSink()
+    mon = _two_devices_with_asystole(sink)
+    assert sink.calls and {how for how, _ in sink.calls} == {"many"}  # never one by one
+    items = [it for _, batch in sink.calls for it in batch]
+    kinds = [kind for *_, kind in items]
+    assert kinds.count("alert") == mon.stats.alerts > 0 and kinds.count("vitals") == mon.stats.vitals >= 70
+    for _, batch in sink.calls:  # within a batch every alert precedes every vitals message
+        k = [kind for *_, kind in batch]
+        assert k == sorted(k)  # "alert" < "vitals"
+    raised = [Alert.from_json(p) for _, p, _, kind in items if kind == "alert"]
+    assert any(a.alarm == "asystole" and a.device == "1" for a in raised)
+
+
+def test_sink_without_publish_many_gets_messages_one_by_one_in_order():
+    batched, single = BatchSink(), SingleSink()
+    a, b = _two_devices_with_asystole(batched), _two_devices_with_asystole(single)
+    assert {how for how, _ in single.calls} == {"alert", "one"}
+    assert (a.stats.alerts, a.stats.vitals) == (b.stats.alerts, b.stats.vitals)
+
+    def summary(calls):
+        return [(t, kind, _id_free(p)) for _, batch in calls for t, p, _, kind in batch]
+
+    assert summary(single.calls) == summary(batched.calls)
+
+
+def _id_free(payload: bytes) -> dict:
+    """A payload without its per-message id and publication time."""
+    d = json.loads(payload)
+    d.pop("id"), d.pop("monitor_time")
+    return d
