@@ -340,7 +340,7 @@ class Monitor:
             alerts: list[Alert] = []
             for ev in self.checker.check(item):
                 alerts += self._on_event(ev)
-            return self._emit_alerts(alerts)
+            return self._emit_alerts(alerts) if alerts else alerts  # nothing queued otherwise
         finally:
             self.stats.process_s += time.perf_counter() - t0
 

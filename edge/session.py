@@ -132,6 +132,7 @@ class DeviceSession:
         self._cols: slice | np.ndarray = slice(int(c[0]), int(c[-1]) + 1) if np.all(np.diff(c) == 1) else c
         self.chunk = max(1, int(round(self.params.chunk_s * self.fs)))
         self.max_fill = int(round(self.params.max_gap_fill_s * self.fs))
+        self._max_slew = self.params.max_slew
         self.ring: SampleRing | None = None
         # counters over the session's life
         self.frames = 0
@@ -209,8 +210,8 @@ class DeviceSession:
 
     def _slew(self, monitor_time: float, n_samples: int) -> None:
         """Move the anchor toward the checker's estimate of this frame, bounded and never backwards."""
-        err = monitor_time - self.time_of(self.n + self._n_buf)
-        step = self.params.max_slew * n_samples / self.fs
+        err = monitor_time - (self.anchor + (self.n + self._n_buf) / self.fs)  # time_of, inlined
+        step = self._max_slew * n_samples / self.fs
         self.anchor += min(max(err, -step), step)
 
     # -- inputs --------------------------------------------------------------------------

@@ -34,6 +34,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
 from numba import njit
@@ -52,7 +53,13 @@ def seq_delta(seq: int, last: int) -> int:
 
 def frame_bytes(frame: Frame) -> int:
     """Wire size of ``frame`` (without transport framing)."""
-    return encoded_size(frame.n_channels, frame.n_samples, frame.sample_format)
+    shape = frame.raw.shape
+    return _encoded_size(shape[1], shape[0], frame.sample_format)
+
+
+@lru_cache(maxsize=256)
+def _encoded_size(n_channels: int, n_samples: int, sample_format: int) -> int:
+    return encoded_size(n_channels, n_samples, sample_format)
 
 
 # ---------------------------------------------------------------------------------------- events
@@ -466,4 +473,5 @@ class StreamChecker:
         f = received.frame
         clock = self._clocks[f.device_id]
         clock.add(f.timestamp_us, received.arrival)
-        return Delivered(received, float(clock.to_monitor_time(f.timestamp_us)))
+        t = clock.to_monitor_time(f.timestamp_us)
+        return Delivered(received, t if type(t) is float else float(t))
