@@ -89,6 +89,8 @@ FLOOR_DEVICES = 1000
 FLOOR_RSS_MB = 256.0
 LEAD_S = 1.0  # t0 is this long after every process is ready
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+#: What the monitor's sampler records once a second.
+SAMPLE_COLUMNS = ("t", "cpu", "core_busy", "core_total", "rss", "lag_max", "lag_p50", "socket_drops")
 
 
 @dataclass(frozen=True)
@@ -106,6 +108,7 @@ class Options:
     rss_every_s: float = 10.0
     progress: bool = True
     profile: str = ""  # write the monitor's CPU profile (yappi) to this path
+    gc_freeze: bool = False  # experiment: gc.freeze() in the monitor after start-up (vigil run does not)
 
 
 # -- helpers ------------------------------------------------------------------------------------
@@ -480,17 +483,22 @@ def _monitor_main(conn: Any, opts: Options, broker_port: int, workdir: Path) -> 
     if not pub.wait_connected(20):
         raise RuntimeError("publisher did not connect")
     monitor = RunMonitor(config, pub, names=device_name, commands=inbox)
+    if opts.gc_freeze:
+        gc.collect()
+        gc.freeze()  # start-up objects (modules, Numba, kernels) leave the collector's generations
     ids = range(1, opts.devices + 1)  # make_devices numbers them so (no simulator import here)
     frame_s = opts.frame_samples / FS
-    samples: list[dict[str, Any]] = []
-    gc_pauses: list[tuple[int, float]] = []  # (generation, seconds) of every collection
-    gc_start = [0.0]
+    # fixed-size bookkeeping only, so that the bench adds nothing to the RSS it measures over time
+    store = array.array("d")  # SAMPLE_COLUMNS, one row a second
+    gc_count, gc_longest, gc_start = [0, 0, 0], [0.0, 0.0, 0.0], [0.0]
 
     def on_gc(phase: str, info: dict[str, Any]) -> None:
         if phase == "start":
             gc_start[0] = time.perf_counter()
         else:
-            gc_pauses.append((info["generation"], time.perf_counter() - gc_start[0]))
+            g = info["generation"]
+            gc_count[g] += 1
+            gc_longest[g] = max(gc_longest[g], time.perf_counter() - gc_start[0])
 
     gc.callbacks.append(on_gc)
 
@@ -504,17 +512,10 @@ def _monitor_main(conn: Any, opts: Options, broker_port: int, workdir: Path) -> 
             lag = np.array([now - t0 - (s.frames * frame_s if s else 0.0) for s in map(sessions.get, keys)])
             busy, total = core_ticks(mon_cpus)
             st = monitor.stats
-            row = {
-                "t": now - t0,
-                "cpu": cpu_seconds(),
-                "core_busy": busy / CLK_TCK,
-                "core_total": total / CLK_TCK,
-                "rss": rss_mb(),
-                "lag_max": float(lag.max()),
-                "lag_p50": float(np.median(lag)),
-                "socket_drops": udp_socket_drops(udp.port),
-            }
-            samples.append(row)
+            values = (now - t0, cpu_seconds(), busy / CLK_TCK, total / CLK_TCK, rss_mb(),
+                      float(lag.max()), float(np.median(lag)), udp_socket_drops(udp.port))  # fmt: skip
+            store.extend(values)
+            row = dict(zip(SAMPLE_COLUMNS, values, strict=True))
             if opts.progress and now - last_print >= opts.rss_every_s - 0.5:
                 last_print = now
                 print(
@@ -537,7 +538,7 @@ def _monitor_main(conn: Any, opts: Options, broker_port: int, workdir: Path) -> 
         await monitor.run([udp], seconds=t0 + opts.seconds + opts.drain_s - time.monotonic())
         sampler.cancel()
         await asyncio.gather(sampler, return_exceptions=True)
-        drops = samples[-1]["socket_drops"] if samples else 0
+        drops = int(store[-1]) if store else 0  # the last column: socket drops
         return {
             "t0": t0,
             "wall_total": time.monotonic() - wall0,
@@ -553,8 +554,9 @@ def _monitor_main(conn: Any, opts: Options, broker_port: int, workdir: Path) -> 
     pub.stop()
     outbox.close()
     st = monitor.stats
+    k = len(SAMPLE_COLUMNS)
     res.update(
-        samples=samples,
+        samples=[dict(zip(SAMPLE_COLUMNS, store[i : i + k], strict=True)) for i in range(0, len(store), k)],
         frames_processed=st.frames_processed,
         frames_dropped=st.frames_dropped,
         queue_high_water=st.queue_high_water,
@@ -567,7 +569,7 @@ def _monitor_main(conn: Any, opts: Options, broker_port: int, workdir: Path) -> 
         outbox_pending=counts.pending,
         outbox_dropped=counts.dropped_total,
         rss_end=rss_mb(),
-        gc={g: (len(d := [s for gg, s in gc_pauses if gg == g]), max(d, default=0.0)) for g in (0, 1, 2)},
+        gc={g: (gc_count[g], gc_longest[g]) for g in (0, 1, 2)},
     )
     conn.send(res)
 
@@ -812,6 +814,8 @@ def report(r: Result, out: Any = sys.stdout) -> dict[str, Any]:
         f"  generator sent late by p50 {1000 * g['late_p50']:.1f} ms, p99 {1000 * g['late_p99']:.1f} ms, "
         f"max {1000 * g['late_max']:.0f} ms; session errors {m['session_errors']}"
     )
+    if o.gc_freeze:
+        p("  (experiment: gc.freeze() in the monitor after start-up, which vigil run does not do)")
     p(f"  verdict: {'KEEPS REAL TIME' if r.keeps_real_time else 'FALLS BEHIND'}")
 
     alarms = Config().alarms
@@ -925,6 +929,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--step", type=int, default=500, help="--find-max step")
     ap.add_argument("--json", type=Path, help="also write the summary numbers here")
     ap.add_argument("--profile", type=Path, help="write the monitor's CPU profile here (needs yappi; slow)")
+    ap.add_argument(
+        "--gc-freeze", action="store_true", help="experiment: gc.freeze() in the monitor after start-up"
+    )
     args = ap.parse_args(argv)
     cmd = shlex.join([sys.executable, *(sys.argv if argv is None else ["bench/capacity.py", *argv])])
     opts = Options(
@@ -939,6 +946,7 @@ def main(argv: list[str] | None = None) -> int:
         max_slope=args.max_slope,
         rss_every_s=args.rss_every,
         profile=str(args.profile.resolve()) if args.profile else "",
+        gc_freeze=args.gc_freeze,
     )
     if not args.find_max:
         s = report(run_once(opts))
