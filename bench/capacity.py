@@ -767,6 +767,14 @@ def _cpus(c: set[int] | None) -> str:
     return "any (unpinned)" if c is None else ",".join(map(str, sorted(c)))
 
 
+def _autogroup() -> str:
+    """The scheduler autogroup's nice (what decides CPU shares between sessions), when there is one."""
+    try:
+        return ", autogroup nice " + Path("/proc/self/autogroup").read_text().split()[-1]
+    except (OSError, IndexError):
+        return ""
+
+
 def _unit(alarm: str) -> str:
     from vigil.edge.alarms import unit_of
 
@@ -788,7 +796,7 @@ def report(r: Result, out: Any = sys.stdout) -> dict[str, Any]:
         f"({o.devices * FS / o.frame_samples:,.0f} frames/s), {o.seconds:g} s. Monitor on CPU "
         f"{_cpus(r.mon_cpus)}; "
         f"generator (separate process, {g['sockets']} UDP sockets), subscriber and mosquitto on CPU "
-        f"{_cpus(r.other_cpus)}"
+        f"{_cpus(r.other_cpus)}; niceness {os.getpriority(os.PRIO_PROCESS, 0)}{_autogroup()}"
     )
     p("\nReal time")
     p(
@@ -803,7 +811,7 @@ def report(r: Result, out: Any = sys.stdout) -> dict[str, Any]:
     busy, other = r.core_pct
     p(
         f"  monitor CPU {r.cpu_pct:.0f} % of one core (process user + system, every thread); its core "
-        f"busy {busy:.0f} %, {other:.0f} % of it other processes"
+        f"busy {busy:.0f} %: other processes {other:.0f} % (time the monitor left idle, or lost to them)"
     )
     p(
         f"  {m['batches'] / wall:.1f} batches/s, {m['ticks'] / wall:.1f} ticks/s (longest "
