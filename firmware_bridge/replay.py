@@ -397,9 +397,12 @@ class ReplayTransport(Transport):
             for a, b, s in zip(first.tolist(), last.tolist(), seq.tolist(), strict=True):
                 if self._closed:
                     break
-                if self.speed > 0:
-                    delay = t0 + (base + b) / (rec.fs * self.speed) - time.monotonic()
-                    await asyncio.sleep(max(0.0, delay))
+                # Frames already due go out without a trip through the event loop: each trip releases
+                # the GIL in select() and may wait a switch interval (5 ms) for a busy processing
+                # thread, which would cap a replay at ~200 frames/s whatever its speed.
+                delay = t0 + (base + b) / (rec.fs * self.speed) - time.monotonic() if self.speed > 0 else 0.0
+                if delay > 0:
+                    await asyncio.sleep(delay)
                 elif k % 64 == 0:
                     await asyncio.sleep(0)
                 if self._closed:
