@@ -69,15 +69,14 @@ def tile(x: np.ndarray, n: int, nch: int, dtype: str) -> np.ndarray:
 Runner = Callable[[], None]
 
 
-def stream_runners(sos: np.ndarray, x: np.ndarray, step: int,
-                   keep: bool = False) -> dict[str, Runner]:
+def stream_runners(sos: np.ndarray, x: np.ndarray, step: int, keep: bool = False) -> dict[str, Runner]:
     """One pass over ``x`` in chunks of ``step`` for each implementation (fresh state per pass).
 
     By default each output is dropped at once, as a live consumer would. With ``keep`` every
     output of the pass stays alive, so each call must get fresh memory (page faults): that mostly
     times the allocator.
     """
-    chunks = [x[i:i + step] for i in range(0, len(x), step)]
+    chunks = [x[i : i + step] for i in range(0, len(x), step)]
     nsec, nch = sos.shape[0], x.shape[1]
     kept: list[np.ndarray] = []
     hold = kept.append if keep else (lambda y: None)
@@ -104,14 +103,17 @@ def stream_runners(sos: np.ndarray, x: np.ndarray, step: int,
         for c in chunks:
             hold(f.process(c))
 
-    return {"scipy.signal.sosfilt": scipy_pass, "vigil SOSFilter.process": vigil_filter_pass,
-            "vigil sosfilt": vigil_sosfilt_pass}
+    return {
+        "scipy.signal.sosfilt": scipy_pass,
+        "vigil SOSFilter.process": vigil_filter_pass,
+        "vigil sosfilt": vigil_sosfilt_pass,
+    }
 
 
 def check_equal(sos: np.ndarray, x: np.ndarray, step: int) -> dict[str, float]:
     """Max |vigil - scipy| over a whole chunked pass, per Vigil implementation."""
     nsec, nch = sos.shape[0], x.shape[1]
-    chunks = [x[i:i + step] for i in range(0, len(x), step)]
+    chunks = [x[i : i + step] for i in range(0, len(x), step)]
     zi = np.zeros((nsec, 2, nch))
     ref = []
     for c in chunks:
@@ -126,8 +128,10 @@ def check_equal(sos: np.ndarray, x: np.ndarray, step: int) -> dict[str, float]:
         y, zi = filters.sosfilt(sos, c, zi)
         b.append(y)
     scale = float(np.max(np.abs(r))) or 1.0
-    return {"vigil SOSFilter.process": float(np.max(np.abs(a - r))) / scale,
-            "vigil sosfilt": float(np.max(np.abs(np.concatenate(b) - r))) / scale}
+    return {
+        "vigil SOSFilter.process": float(np.max(np.abs(a - r))) / scale,
+        "vigil sosfilt": float(np.max(np.abs(np.concatenate(b) - r))) / scale,
+    }
 
 
 def measure(runners: dict[str, Runner], rounds: int) -> dict[str, list[float]]:
@@ -153,7 +157,8 @@ def fmt_table(headers: list[str], rows: list[list[str]], title: str) -> str:
     """Plain-text table, first column left-aligned."""
     w = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
     line = lambda cells: "  ".join(  # noqa: E731
-        c.ljust(w[i]) if i < 2 else c.rjust(w[i]) for i, c in enumerate(cells)).rstrip()
+        c.ljust(w[i]) if i < 2 else c.rjust(w[i]) for i, c in enumerate(cells)
+    ).rstrip()
     return "\n".join([title, line(headers), "  ".join("-" * x for x in w), *map(line, rows)])
 
 
@@ -167,8 +172,9 @@ def trunc2(v: float) -> str:
     return f"{math.floor(v * 100) / 100:.2f}"
 
 
-def section(label: str, times: dict[str, list[float]], per: int, floor: float,
-            errs: dict[str, float]) -> tuple[list[list[str]], list[dict]]:
+def section(
+    label: str, times: dict[str, list[float]], per: int, floor: float, errs: dict[str, float]
+) -> tuple[list[list[str]], list[dict]]:
     """Rows (and JSON records) for one configuration; ``per`` = calls per timed pass."""
     ref = min(times["scipy.signal.sosfilt"]) / per
     ref_med = statistics.median(times["scipy.signal.sosfilt"]) / per
@@ -178,35 +184,61 @@ def section(label: str, times: dict[str, list[float]], per: int, floor: float,
         is_vigil = name.startswith("vigil")
         ratio, ratio_med = ref / best, ref_med / med
         verdict = ("PASS" if ratio >= floor else "FAIL") if is_vigil else ""
-        rows.append([label, name, fmt_us(best), fmt_us(med),
-                     f"{trunc2(ratio)}x" if is_vigil else "1 (ref)",
-                     f"{trunc2(ratio_med)}x" if is_vigil else "", f">={floor:g}x" if is_vigil else "",
-                     verdict, f"{errs[name]:.1e}" if name in errs else ""])
-        recs.append({"config": label, "impl": name, "best_s": best, "median_s": med,
-                     "ratio_best": ratio if is_vigil else None,
-                     "ratio_median": ratio_med if is_vigil else None,
-                     "floor": floor if is_vigil else None, "pass": verdict == "PASS" if is_vigil
-                     else None, "max_rel_diff": errs.get(name), "rounds_s": ts})
+        rows.append(
+            [
+                label,
+                name,
+                fmt_us(best),
+                fmt_us(med),
+                f"{trunc2(ratio)}x" if is_vigil else "1 (ref)",
+                f"{trunc2(ratio_med)}x" if is_vigil else "",
+                f">={floor:g}x" if is_vigil else "",
+                verdict,
+                f"{errs[name]:.1e}" if name in errs else "",
+            ]
+        )
+        recs.append(
+            {
+                "config": label,
+                "impl": name,
+                "best_s": best,
+                "median_s": med,
+                "ratio_best": ratio if is_vigil else None,
+                "ratio_median": ratio_med if is_vigil else None,
+                "floor": floor if is_vigil else None,
+                "pass": verdict == "PASS" if is_vigil else None,
+                "max_rel_diff": errs.get(name),
+                "rounds_s": ts,
+            }
+        )
     return rows, recs
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options."""
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", help="data directory holding mitdb/ (default: $VIGIL_DATA, else "
-                    "../shared/data next to the repository)")
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument(
+        "--data",
+        help="data directory holding mitdb/ (default: $VIGIL_DATA, else "
+        "../shared/data next to the repository)",
+    )
     ap.add_argument("--record", default="100", help="MIT-BIH record to tile (default 100)")
     ap.add_argument("--random", action="store_true", help="use random data instead of ECG")
-    ap.add_argument("--dtype", choices=("float64", "float32"), default="float64",
-                    help="sample dtype (default float64)")
+    ap.add_argument(
+        "--dtype", choices=("float64", "float32"), default="float64", help="sample dtype (default float64)"
+    )
     ap.add_argument("--rounds", type=int, default=9, help="timed rounds (default 9)")
-    ap.add_argument("--chunks", type=int, default=2000,
-                    help="10 ms chunks per timed pass in (a) (default 2000 = 20 s)")
-    ap.add_argument("--blocks", type=int, default=2,
-                    help="one-minute blocks per timed pass in (b) (default 2)")
-    ap.add_argument("--keep-outputs", action="store_true",
-                    help="keep every output of a pass alive (each call then pays for fresh memory)")
+    ap.add_argument(
+        "--chunks", type=int, default=2000, help="10 ms chunks per timed pass in (a) (default 2000 = 20 s)"
+    )
+    ap.add_argument(
+        "--blocks", type=int, default=2, help="one-minute blocks per timed pass in (b) (default 2)"
+    )
+    ap.add_argument(
+        "--keep-outputs",
+        action="store_true",
+        help="keep every output of a pass alive (each call then pays for fresh memory)",
+    )
     ap.add_argument("--strict", action="store_true", help="exit 1 when a floor is missed")
     ap.add_argument("--json", type=Path, metavar="PATH", help="also write results as JSON")
     return ap.parse_args(argv)
@@ -246,20 +278,42 @@ def main(argv: list[str] | None = None) -> int:
     print(f"signal  : {desc}, {args.dtype}, tiled to the channel count")
     print(f"versions: python {platform.python_version()}, {versions}")
     print(f"machine : {platform.machine()}, {os.cpu_count()} CPUs, load avg {load}")
-    print(f"timing  : {args.rounds} rounds after a warm-up, implementations interleaved; (a) one "
-          f"round = {args.chunks} chunks, (b) one round = {args.blocks} blocks; GC off; outputs "
-          + ("kept alive (--keep-outputs)" if args.keep_outputs else "dropped after each call"))
+    print(
+        f"timing  : {args.rounds} rounds after a warm-up, implementations interleaved; (a) one "
+        f"round = {args.chunks} chunks, (b) one round = {args.blocks} blocks; GC off; outputs "
+        + ("kept alive (--keep-outputs)" if args.keep_outputs else "dropped after each call")
+    )
     print()
-    print(fmt_table(["config", "implementation", "best/call", "median/call", "scipy/vigil",
-                     "(median)", "floor", "", "max rel diff"], rows,
-                    "Time per call (best and median round); ratio = scipy time / Vigil time"))
+    print(
+        fmt_table(
+            [
+                "config",
+                "implementation",
+                "best/call",
+                "median/call",
+                "scipy/vigil",
+                "(median)",
+                "floor",
+                "",
+                "max rel diff",
+            ],
+            rows,
+            "Time per call (best and median round); ratio = scipy time / Vigil time",
+        )
+    )
     fails = [f"{r['config']} {r['impl']}" for r in recs if r["pass"] is False]
     print()
     print("all floors met" if not fails else f"FLOOR MISSED: {'; '.join(fails)}")
     if args.json:
-        doc = {"command": shlex.join([sys.executable, *sys.argv]), "signal": desc,
-               "dtype": args.dtype, "keep_outputs": args.keep_outputs, "sos": sos.tolist(),
-               "rounds": args.rounds, "results": recs}
+        doc = {
+            "command": shlex.join([sys.executable, *sys.argv]),
+            "signal": desc,
+            "dtype": args.dtype,
+            "keep_outputs": args.keep_outputs,
+            "sos": sos.tolist(),
+            "rounds": args.rounds,
+            "results": recs,
+        }
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(doc, indent=1))
         print(f"json    : {args.json}")

@@ -52,9 +52,24 @@ USABLE_F1 = 0.95
 
 #: NeuroKit2 ``ecg_findpeaks`` methods tried by default (those that fail are skipped and noted).
 NK_METHODS = (
-    "neurokit", "pantompkins1985", "hamilton2002", "elgendi2010", "elgendi2013", "engzeemod2012",
-    "christov2004", "kalidas2017", "nabian2018", "rodrigues2021", "zong2003", "martinez2004",
-    "manikandan2012", "khamis2016", "gamboa2008", "ssf", "emrich2023", "promac",
+    "neurokit",
+    "pantompkins1985",
+    "hamilton2002",
+    "elgendi2010",
+    "elgendi2013",
+    "engzeemod2012",
+    "christov2004",
+    "kalidas2017",
+    "nabian2018",
+    "rodrigues2021",
+    "zong2003",
+    "martinez2004",
+    "manikandan2012",
+    "khamis2016",
+    "gamboa2008",
+    "ssf",
+    "emrich2023",
+    "promac",
 )
 
 Detect = Callable[[np.ndarray, float], np.ndarray]
@@ -151,7 +166,7 @@ def vigil_stream(qrs: ModuleType, chunk: int) -> Detect:
 
     def run(x: np.ndarray, fs: float) -> np.ndarray:
         det = qrs.QRSDetector(fs)
-        parts = [det.process(x[i:i + chunk]) for i in range(0, len(x), chunk)]
+        parts = [det.process(x[i : i + chunk]) for i in range(0, len(x), chunk)]
         parts.append(det.finish())
         return np.concatenate(parts)
 
@@ -261,8 +276,7 @@ class Cache:
         pkg = f"{peer.package}-{peer.version}"
         return self.root / pkg / peer.method / f"{rec.name}-ch{channel}.npz"
 
-    def load(self, peer: Peer, rec: Record,
-             channel: int) -> tuple[np.ndarray, list[float], str] | None:
+    def load(self, peer: Peer, rec: Record, channel: int) -> tuple[np.ndarray, list[float], str] | None:
         """Cached (detections, times, error) if present and made from the same signal."""
         p = self.path(peer, rec, channel)
         if not self.read or not p.exists():
@@ -280,8 +294,15 @@ class Cache:
         p = self.path(peer, rec, channel)
         p.parent.mkdir(parents=True, exist_ok=True)
         tmp = p.with_suffix(".tmp.npz")
-        np.savez(tmp, det=run.det, times=np.asarray(run.times), digest=rec.digest,
-                 error=run.error, clean=peer.clean, when=time.strftime("%Y-%m-%dT%H:%M:%S"))
+        np.savez(
+            tmp,
+            det=run.det,
+            times=np.asarray(run.times),
+            digest=rec.digest,
+            error=run.error,
+            clean=peer.clean,
+            when=time.strftime("%Y-%m-%dT%H:%M:%S"),
+        )
         os.replace(tmp, p)
 
     def clean_of(self, peer: Peer, rec: Record, channel: int) -> str:
@@ -311,7 +332,9 @@ class Cache:
         self.index()[self.key(peer, rec, channel)] = {
             "ec57": [run.ec57.tp, run.ec57.fn, run.ec57.fp],
             "whole": [run.whole.tp, run.whole.fn, run.whole.fp],
-            "times": run.times, "error": run.error, "clean": peer.clean,
+            "times": run.times,
+            "error": run.error,
+            "clean": peer.clean,
         }
 
     def flush_index(self) -> None:
@@ -349,8 +372,7 @@ def run_vigil(name: str, fn: Detect, records: list[Record], repeat: int) -> Resu
     return res
 
 
-def prepare_peers(peers: list[Peer], records: list[Record], cache: Cache, channel: int,
-                  max_s: float) -> None:
+def prepare_peers(peers: list[Peer], records: list[Record], cache: Cache, channel: int, max_s: float) -> None:
     """Build and warm peers with records to compute; mark those that fail or are too slow."""
     rec0 = records[0]
     for peer in peers:
@@ -374,8 +396,7 @@ def prepare_peers(peers: list[Peer], records: list[Record], cache: Cache, channe
             continue
         projected = dt * len(rec0.x) / len(seg)
         if projected > max_s:
-            peer.skip = (f"too slow: ~{projected:.0f} s per record projected "
-                         f"(> --peer-max-s {max_s:g})")
+            peer.skip = f"too slow: ~{projected:.0f} s per record projected (> --peer-max-s {max_s:g})"
 
 
 def run_peer(peer: Peer, rec: Record, cache: Cache, channel: int, repeat: int) -> Run:
@@ -406,8 +427,9 @@ def run_peer(peer: Peer, rec: Record, cache: Cache, channel: int, repeat: int) -
     return run
 
 
-def peers_from_index(peers: list[Peer], records: list[Record], cache: Cache,
-                     channel: int) -> tuple[list[Result], list[str]]:
+def peers_from_index(
+    peers: list[Peer], records: list[Record], cache: Cache, channel: int
+) -> tuple[list[Result], list[str]]:
     """Peer results from the score index (--vigil-only); peers missing a record are left out."""
     idx = cache.index()
     out, missing = [], []
@@ -418,8 +440,14 @@ def peers_from_index(peers: list[Peer], records: list[Record], cache: Cache,
             continue
         res = Result(peer.name, note=f"clean={entries[0].get('clean', '')}")
         for r, e in zip(records, entries, strict=True):
-            res.runs[r.name] = Run(np.empty(0, np.int64), e["times"], BeatMatch(*e["ec57"]),
-                                   BeatMatch(*e["whole"]), cached=True, error=e["error"])
+            res.runs[r.name] = Run(
+                np.empty(0, np.int64),
+                e["times"],
+                BeatMatch(*e["ec57"]),
+                BeatMatch(*e["whole"]),
+                cached=True,
+                error=e["error"],
+            )
         out.append(res)
     return out, missing
 
@@ -428,17 +456,19 @@ def peers_from_index(peers: list[Peer], records: list[Record], cache: Cache,
 # Output
 
 
-def fmt_table(headers: list[str], rows: list[list[str]],
-              groups: list[tuple[str, int]] | None = None, title: str = "") -> str:
+def fmt_table(
+    headers: list[str], rows: list[list[str]], groups: list[tuple[str, int]] | None = None, title: str = ""
+) -> str:
     """Plain-text table; first column left-aligned, others right; optional spanning group row."""
     w = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
     line = lambda cells: "  ".join(  # noqa: E731
-        c.ljust(w[i]) if i == 0 else c.rjust(w[i]) for i, c in enumerate(cells)).rstrip()
+        c.ljust(w[i]) if i == 0 else c.rjust(w[i]) for i, c in enumerate(cells)
+    ).rstrip()
     out = [title] if title else []
     if groups:
         parts, i = [], 0
         for label, n in groups:
-            span = sum(w[i:i + n]) + 2 * (n - 1)
+            span = sum(w[i : i + n]) + 2 * (n - 1)
             parts.append(label.center(span, "-") if label else " " * span)
             i += n
         out.append("  ".join(parts).rstrip())
@@ -479,22 +509,45 @@ def per_record_table(records: list[Record], cols: list[Result]) -> str:
             run = res.runs[rec.name]
             row += counts(run.ec57) if not run.error else ["err", "", "", "", ""]
         rows.append(row)
-    title = (f"Per record, EC57 scoring (from {EC57_START_S:g} s, VF excluded, "
-             f"{TOLERANCE_S * 1000:g} ms window)")
+    title = (
+        f"Per record, EC57 scoring (from {EC57_START_S:g} s, VF excluded, {TOLERANCE_S * 1000:g} ms window)"
+    )
     return fmt_table(headers, rows, groups, title)
 
 
 def totals_table(results: list[Result], base: Result) -> str:
     """Gross Se / +P per detector, both scoring modes, total time and peer/Vigil ratio."""
-    headers = ["detector", "source", "TP", "FN", "FP", "Se%", "+P%", "TP", "FN", "FP", "Se%",
-               "+P%", "time s", "peer/vigil"]
+    headers = [
+        "detector",
+        "source",
+        "TP",
+        "FN",
+        "FP",
+        "Se%",
+        "+P%",
+        "TP",
+        "FN",
+        "FP",
+        "Se%",
+        "+P%",
+        "time s",
+        "peer/vigil",
+    ]
     groups = [("", 2), (f" EC57 (from {EC57_START_S:g} s) ", 5), (" whole record ", 5), ("", 2)]
     rows = []
     for res in results:
         ratio = res.time_s / base.time_s if base.time_s > 0 else float("nan")
         name = res.name + ("*" if res.errors else "")
-        rows.append([name, src(res), *counts(res.total("ec57")), *counts(res.total("whole")),
-                     f"{res.time_s:.3f}", "1 (base)" if res is base else f"{ratio:.1f}x"])
+        rows.append(
+            [
+                name,
+                src(res),
+                *counts(res.total("ec57")),
+                *counts(res.total("whole")),
+                f"{res.time_s:.3f}",
+                "1 (base)" if res is base else f"{ratio:.1f}x",
+            ]
+        )
     return fmt_table(headers, rows, groups, "Totals over all records (gross)")
 
 
@@ -518,12 +571,23 @@ def header_lines(args: argparse.Namespace, mitdb: Path, records: list[Record]) -
 def result_json(res: Result) -> dict:
     """JSON-able form of a detector's results."""
     return {
-        "source": src(res), "note": res.note, "time_s": res.time_s,
-        "ec57": counts_dict(res.total("ec57")), "whole": counts_dict(res.total("whole")),
-        "records": {k: {"ec57": counts_dict(r.ec57), "whole": counts_dict(r.whole),
-                        "times_s": r.times, "time_s": r.time_s, "cached": r.cached,
-                        "error": r.error, "n_detected": int(len(r.det))}
-                    for k, r in res.runs.items()},
+        "source": src(res),
+        "note": res.note,
+        "time_s": res.time_s,
+        "ec57": counts_dict(res.total("ec57")),
+        "whole": counts_dict(res.total("whole")),
+        "records": {
+            k: {
+                "ec57": counts_dict(r.ec57),
+                "whole": counts_dict(r.whole),
+                "times_s": r.times,
+                "time_s": r.time_s,
+                "cached": r.cached,
+                "error": r.error,
+                "n_detected": int(len(r.det)),
+            }
+            for k, r in res.runs.items()
+        },
     }
 
 
@@ -548,33 +612,58 @@ def counts_dict(m: BeatMatch) -> dict:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options."""
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter,
-                                 epilog="Peers: xqrs and NeuroKit2 methods "
-                                 + ", ".join(NK_METHODS))
-    ap.add_argument("--data", help="data directory holding mitdb/ (default: $VIGIL_DATA, else "
-                    "../shared/data next to the repository)")
+    ap = argparse.ArgumentParser(
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Peers: xqrs and NeuroKit2 methods " + ", ".join(NK_METHODS),
+    )
+    ap.add_argument(
+        "--data",
+        help="data directory holding mitdb/ (default: $VIGIL_DATA, else "
+        "../shared/data next to the repository)",
+    )
     ap.add_argument("--channel", type=int, default=0, help="signal channel (default 0 = MLII)")
     ap.add_argument("--records", help="comma list of records, e.g. 100,101 (default: all)")
-    ap.add_argument("--peers", default="all",
-                    help="'all', 'none' or a comma list of xqrs and NeuroKit2 methods")
-    ap.add_argument("--vigil-only", action="store_true",
-                    help="run only Vigil; peers are shown from the score cache if present")
-    ap.add_argument("--watch", action="store_true",
-                    help="keep records loaded; re-run Vigil whenever vigil/kernels/*.py changes")
-    ap.add_argument("--stream-chunk", type=int, metavar="N",
-                    help="run Vigil through QRSDetector in chunks of N samples (and check that "
-                    "it equals detect())")
+    ap.add_argument(
+        "--peers", default="all", help="'all', 'none' or a comma list of xqrs and NeuroKit2 methods"
+    )
+    ap.add_argument(
+        "--vigil-only",
+        action="store_true",
+        help="run only Vigil; peers are shown from the score cache if present",
+    )
+    ap.add_argument(
+        "--watch",
+        action="store_true",
+        help="keep records loaded; re-run Vigil whenever vigil/kernels/*.py changes",
+    )
+    ap.add_argument(
+        "--stream-chunk",
+        type=int,
+        metavar="N",
+        help="run Vigil through QRSDetector in chunks of N samples (and check that it equals detect())",
+    )
     ap.add_argument("--repeat", type=int, default=3, help="Vigil timing: best of N (default 3)")
     ap.add_argument("--peer-repeat", type=int, default=1, help="peer timing: best of N (default 1)")
-    ap.add_argument("--peer-max-s", type=float, default=300.0,
-                    help="skip a peer projected to take longer than this per record (default 300)")
-    ap.add_argument("--no-cache", action="store_true",
-                    help="re-run peers instead of reading the cache (fresh results replace it)")
-    ap.add_argument("--cache-dir", type=Path, default=CACHE_DEFAULT,
-                    help=f"cache directory (default {CACHE_DEFAULT})")
-    ap.add_argument("--all", action="store_true",
-                    help="per-record table with every detector (wide) instead of the best three")
+    ap.add_argument(
+        "--peer-max-s",
+        type=float,
+        default=300.0,
+        help="skip a peer projected to take longer than this per record (default 300)",
+    )
+    ap.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="re-run peers instead of reading the cache (fresh results replace it)",
+    )
+    ap.add_argument(
+        "--cache-dir", type=Path, default=CACHE_DEFAULT, help=f"cache directory (default {CACHE_DEFAULT})"
+    )
+    ap.add_argument(
+        "--all",
+        action="store_true",
+        help="per-record table with every detector (wide) instead of the best three",
+    )
     ap.add_argument("--json", type=Path, metavar="PATH", help="also write all results as JSON")
     args = ap.parse_args(argv)
     if args.stream_chunk is not None and args.stream_chunk < 1:
@@ -627,8 +716,10 @@ def main(argv: list[str] | None = None) -> int:
                 run = run_peer(peer, rec, cache, args.channel, args.peer_repeat)
                 res.runs[rec.name] = run
                 cache.put_score(peer, rec, args.channel, run)
-                msg.append(f"{peer.name} {'cached' if run.cached else f'{run.time_s:.2f}s'}"
-                           + (" ERR" if run.error else ""))
+                msg.append(
+                    f"{peer.name} {'cached' if run.cached else f'{run.time_s:.2f}s'}"
+                    + (" ERR" if run.error else "")
+                )
             progress(" ".join(msg))
         cache.flush_index()
         for p, res in zip(active, peer_results, strict=True):
@@ -660,8 +751,9 @@ def main(argv: list[str] | None = None) -> int:
             wait_for_change(snapshot(kernels_dir))
         except KeyboardInterrupt:
             return rc
-        for mod in [m for m in sys.modules
-                    if m.startswith("vigil.kernels.") and not m.endswith(".beat_match")]:
+        for mod in [
+            m for m in sys.modules if m.startswith("vigil.kernels.") and not m.endswith(".beat_match")
+        ]:
             del sys.modules[mod]
         try:
             current = load_vigil()
@@ -670,9 +762,15 @@ def main(argv: list[str] | None = None) -> int:
             current = None
 
 
-def vigil_pass(args: argparse.Namespace, qrs: ModuleType, records: list[Record],
-               peer_results: list[Result], notes: list[str], mitdb: Path,
-               t_load: float) -> tuple[str, int]:
+def vigil_pass(
+    args: argparse.Namespace,
+    qrs: ModuleType,
+    records: list[Record],
+    peer_results: list[Result],
+    notes: list[str],
+    mitdb: Path,
+    t_load: float,
+) -> tuple[str, int]:
     """Run and score Vigil, then format every table; returns (text, exit code)."""
     rc = 0
     t0 = time.perf_counter()
@@ -687,12 +785,12 @@ def vigil_pass(args: argparse.Namespace, qrs: ModuleType, records: list[Record],
         warm_vigil(sfn, records[0])
         vig = run_vigil(f"vigil-stream[{args.stream_chunk}]", sfn, records, args.repeat)
         vigil_rows = [vig, batch]
-        diff = [r.name for r in records
-                if not np.array_equal(vig.runs[r.name].det, batch.runs[r.name].det)]
+        diff = [r.name for r in records if not np.array_equal(vig.runs[r.name].det, batch.runs[r.name].det)]
         same = len(records) - len(diff)
-        extra.append(f"stream (QRSDetector, chunks of {args.stream_chunk}) vs detect(): "
-                     f"{same}/{len(records)} records identical"
-                     + (f"; DIFFERENT: {', '.join(diff)}" if diff else ""))
+        extra.append(
+            f"stream (QRSDetector, chunks of {args.stream_chunk}) vs detect(): "
+            f"{same}/{len(records)} records identical" + (f"; DIFFERENT: {', '.join(diff)}" if diff else "")
+        )
         rc = 1 if diff else 0
     t_vigil = time.perf_counter() - t0
 
@@ -717,35 +815,56 @@ def vigil_pass(args: argparse.Namespace, qrs: ModuleType, records: list[Record],
     summary = []
     if best_nk:
         m = best_nk.total("ec57")
-        summary.append(f"NeuroKit2 most accurate (EC57 F1): {best_nk.name} "
-                       f"(Se {pct(m.se)}%, +P {pct(m.ppv)}%, {best_nk.time_s:.2f} s)")
+        summary.append(
+            f"NeuroKit2 most accurate (EC57 F1): {best_nk.name} "
+            f"(Se {pct(m.se)}%, +P {pct(m.ppv)}%, {best_nk.time_s:.2f} s)"
+        )
     if fastest_nk:
         m = fastest_nk.total("ec57")
-        summary.append(f"NeuroKit2 fastest with EC57 F1 >= {USABLE_F1:.0%}: {fastest_nk.name} "
-                       f"({fastest_nk.time_s:.2f} s, "
-                       f"Se {pct(m.se)}%, +P {pct(m.ppv)}%)")
+        summary.append(
+            f"NeuroKit2 fastest with EC57 F1 >= {USABLE_F1:.0%}: {fastest_nk.name} "
+            f"({fastest_nk.time_s:.2f} s, "
+            f"Se {pct(m.se)}%, +P {pct(m.ppv)}%)"
+        )
     cached = [r.name for r in peer_results if r.n_cached]
     if cached:
         which = "all peers" if len(cached) == len(peer_results) else ", ".join(cached)
-        summary.append(f"from cache ({args.cache_dir / 'qrs'}; times are those measured when "
-                       f"cached): {which}")
+        summary.append(
+            f"from cache ({args.cache_dir / 'qrs'}; times are those measured when cached): {which}"
+        )
     for r in peer_results:
         if r.errors:
-            summary.append(f"{r.name}*: raised on {', '.join(r.errors)} (scored as no detections): "
-                           f"{r.runs[r.errors[0]].error}")
+            summary.append(
+                f"{r.name}*: raised on {', '.join(r.errors)} (scored as no detections): "
+                f"{r.runs[r.errors[0]].error}"
+            )
     cleans = [f"{r.name[3:]}<-{r.note[6:]}" for r in nk if r.note.startswith("clean=")]
     if cleans:
-        summary.append("NeuroKit2 time = ecg_clean + ecg_findpeaks; cleaning used (method<-clean): "
-                       + ", ".join(cleans))
+        summary.append(
+            "NeuroKit2 time = ecg_clean + ecg_findpeaks; cleaning used (method<-clean): " + ", ".join(cleans)
+        )
     lines += summary + extra + notes
 
     if args.json:
         doc = {
             "command": shlex.join([sys.executable, *sys.argv]),
-            "data": str(mitdb), "channel": args.channel, "tolerance_s": TOLERANCE_S,
-            "ec57_start_s": EC57_START_S, "repeat": args.repeat, "peer_repeat": args.peer_repeat,
-            "records": [{"name": r.name, "lead": r.lead, "fs": r.fs, "n_samples": len(r.x),
-                         "n_ref": len(r.ref), "vf": r.vf} for r in records],
+            "data": str(mitdb),
+            "channel": args.channel,
+            "tolerance_s": TOLERANCE_S,
+            "ec57_start_s": EC57_START_S,
+            "repeat": args.repeat,
+            "peer_repeat": args.peer_repeat,
+            "records": [
+                {
+                    "name": r.name,
+                    "lead": r.lead,
+                    "fs": r.fs,
+                    "n_samples": len(r.x),
+                    "n_ref": len(r.ref),
+                    "vf": r.vf,
+                }
+                for r in records
+            ],
             "vigil_base": vig.name,
             "detectors": {r.name: result_json(r) for r in vigil_rows + ordered_peers},
             "best_neurokit2": best_nk.name if best_nk else None,

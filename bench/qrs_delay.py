@@ -53,8 +53,10 @@ def main() -> None:
     p50, p95, p99 = np.percentile(d, [50, 95, 99]) * 1000
     late = 100 * np.mean(d > bound + chunk / rec.fs)
     print(f"{'all':<8}{len(d):7d}{p50:9.0f}{p95:9.0f}{p99:9.0f}{d.max() * 1000:9.0f}{late:8.2f}")
-    print(f"\nmax_delay_s (envelope peak final; search-back excluded) = {bound * 1000:.0f} ms "
-          f"+ {args.chunk_ms:g} ms packet; 'late' = beats reported after that (search-back)")
+    print(
+        f"\nmax_delay_s (envelope peak final; search-back excluded) = {bound * 1000:.0f} ms "
+        f"+ {args.chunk_ms:g} ms packet; 'late' = beats reported after that (search-back)"
+    )
 
 
 if __name__ == "__main__":

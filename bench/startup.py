@@ -82,8 +82,13 @@ def ten_seconds(args: argparse.Namespace) -> tuple[np.ndarray, float, str]:
 def run_child(npy: Path, fs: float, env: dict[str, str]) -> dict[str, float]:
     """One fresh subprocess; returns its phase times (s) plus the whole-process wall time."""
     t0 = time.perf_counter()
-    p = subprocess.run([sys.executable, "-c", CHILD, str(npy), repr(fs)], env=env,
-                       capture_output=True, text=True, cwd=tempfile.gettempdir())
+    p = subprocess.run(
+        [sys.executable, "-c", CHILD, str(npy), repr(fs)],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=tempfile.gettempdir(),
+    )
     wall = time.perf_counter() - t0
     if p.returncode != 0:
         sys.exit(f"child failed (rc {p.returncode}):\n{p.stderr}")
@@ -98,16 +103,19 @@ def state_sizes() -> list[tuple[str, str]]:
     from vigil.kernels import filters, qrs
 
     rows = []
-    for label, sos in (("ecg @500 Hz", filters.design_default("ecg", 500)),
-                       ("eeg @250 Hz", filters.design_default("eeg", 250)),
-                       ("emg @1000 Hz + 50 Hz notch", filters.design_default("emg", 1000, mains=50))):
+    for label, sos in (
+        ("ecg @500 Hz", filters.design_default("ecg", 500)),
+        ("eeg @250 Hz", filters.design_default("eeg", 250)),
+        ("emg @1000 Hz + 50 Hz notch", filters.design_default("emg", 1000, mains=50)),
+    ):
         f = filters.SOSFilter(sos, 8)
         rows.append((f"SOSFilter {label} ({sos.shape[0]} sections)", f"{f.state_bytes} B"))
     for fs in (250.0, 360.0, 500.0):
         d = qrs.QRSDetector(fs)
         sb = getattr(d, "state_bytes", None)
-        rows.append((f"QRSDetector @{fs:g} Hz (one lead)",
-                     f"{sb} B" if sb is not None else "n/a (no state_bytes)"))
+        rows.append(
+            (f"QRSDetector @{fs:g} Hz (one lead)", f"{sb} B" if sb is not None else "n/a (no state_bytes)")
+        )
     return rows
 
 
@@ -115,20 +123,24 @@ def fmt_table(headers: list[str], rows: list[list[str]], title: str) -> str:
     """Plain-text table, first column left-aligned."""
     w = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
     line = lambda cells: "  ".join(  # noqa: E731
-        c.ljust(w[i]) if i == 0 else c.rjust(w[i]) for i, c in enumerate(cells)).rstrip()
+        c.ljust(w[i]) if i == 0 else c.rjust(w[i]) for i, c in enumerate(cells)
+    ).rstrip()
     return "\n".join([title, line(headers), "  ".join("-" * x for x in w), *map(line, rows)])
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options."""
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", help="data directory holding mitdb/ (default: $VIGIL_DATA, else "
-                    "../shared/data next to the repository)")
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument(
+        "--data",
+        help="data directory holding mitdb/ (default: $VIGIL_DATA, else "
+        "../shared/data next to the repository)",
+    )
     ap.add_argument("--record", default="100", help="MIT-BIH record for the 10 s (default 100)")
     ap.add_argument("--runs", type=int, default=5, help="measured subprocesses (default 5)")
-    ap.add_argument("--cold", action="store_true",
-                    help="also time one run with an empty private Numba cache (compiles)")
+    ap.add_argument(
+        "--cold", action="store_true", help="also time one run with an empty private Numba cache (compiles)"
+    )
     ap.add_argument("--json", type=Path, metavar="PATH", help="also write results as JSON")
     return ap.parse_args(argv)
 
@@ -166,18 +178,32 @@ def main(argv: list[str] | None = None) -> int:
         if cold:
             row.append(f"{cold[key] * 1e3:.1f}")
         rows.append(row)
-        results[key] = {"median_ms": statistics.median(ts), "runs_ms": ts,
-                        "cold_ms": cold[key] * 1e3 if cold else None}
+        results[key] = {
+            "median_ms": statistics.median(ts),
+            "runs_ms": ts,
+            "cold_ms": cold[key] * 1e3 if cold else None,
+        }
     rss = statistics.median(r["maxrss_kb"] for r in runs) / 1024
     print(fmt_table(headers, rows, "Start-up with a warm Numba cache"))
     print(f"peak RSS of the child (median): {rss:.1f} MiB")
     print()
     sizes = state_sizes()
-    print(fmt_table(["streaming object", "state bytes / channel"], [list(r) for r in sizes],
-                    "Streaming state carried between chunks"))
+    print(
+        fmt_table(
+            ["streaming object", "state bytes / channel"],
+            [list(r) for r in sizes],
+            "Streaming state carried between chunks",
+        )
+    )
     if args.json:
-        doc = {"command": shlex.join([sys.executable, *sys.argv]), "signal": desc, "fs": fs,
-               "phases": results, "maxrss_mib": rss, "state_bytes": dict(sizes)}
+        doc = {
+            "command": shlex.join([sys.executable, *sys.argv]),
+            "signal": desc,
+            "fs": fs,
+            "phases": results,
+            "maxrss_mib": rss,
+            "state_bytes": dict(sizes),
+        }
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(doc, indent=1))
         print(f"json    : {args.json}")

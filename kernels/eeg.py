@@ -246,9 +246,7 @@ class EEGFeatureStream:
         psd = self._welch.psd(windows)
         t0, t1 = self._total
         w = self._welch
-        _window_features(
-            psd, windows, w.freqs, w.df, self._band_lo, self._band_hi, t0, t1, self.edge, out
-        )
+        _window_features(psd, windows, w.freqs, w.df, self._band_lo, self._band_hi, t0, t1, self.edge, out)
         return out
 
     def process(self, x: np.ndarray) -> np.ndarray:

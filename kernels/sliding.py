@@ -67,9 +67,7 @@ def window_samples(seconds: float, fs: float, name: str) -> int:
     except (TypeError, ValueError):
         raise ValueError(f"{name} must be a duration in seconds, got {seconds!r}") from None
     if not np.isfinite(s) or s <= 0 or round(s * fs) < 1:
-        raise ValueError(
-            f"{name} must be > 0 s and at least one sample at fs={fs:g} Hz, got {seconds!r}"
-        )
+        raise ValueError(f"{name} must be > 0 s and at least one sample at fs={fs:g} Hz, got {seconds!r}")
     return int(round(s * fs))
 
 
