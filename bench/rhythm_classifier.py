@@ -10,7 +10,7 @@ latency (p50 / p99 over ``--runs`` calls) of INT8 and FP32, the issue's floors (
 batch 1024; single-window p99 <= 1 ms) and whether they are met.
 
     .venv/bin/python bench/rhythm_classifier.py
-    .venv/bin/python bench/rhythm_classifier.py --model /tmp/zoo/ecg-rhythm --runs 2000 --json out.json
+    .venv/bin/python bench/rhythm_classifier.py --model path/to/zoo/ecg-rhythm --runs 2000 --json out.json
 """
 
 from __future__ import annotations
