@@ -23,7 +23,7 @@ def emg() -> np.ndarray:
 
 
 def reference(x: np.ndarray, fs_in: float, fs: float = FS, window_s: float = 0.25, hop_s: float = 0.05):
-    """scipy.signal.sosfilt (step-state start) -> numpy.interp -> sliding windows -> joint RMS scaling."""
+    """scipy.signal.sosfilt (step-state start) -> numpy.interp -> sliding windows -> per-channel RMS."""
     hi = min(BAND[1], 0.45 * min(fs_in, fs))
     sos = design_bandpass(BAND[0], hi, fs_in)
     y = ss.sosfilt(sos, x, axis=0, zi=ss.sosfilt_zi(sos)[:, :, None] * x[0][None, None, :])[0]
@@ -34,20 +34,26 @@ def reference(x: np.ndarray, fs_in: float, fs: float = FS, window_s: float = 0.2
     size, hop = round(window_s * fs), round(hop_s * fs)
     w = sliding_window_view(z, size, axis=0)[::hop]  # [k, ch, size]
     c = w - w.mean(axis=2, keepdims=True)
-    rms = np.sqrt((c**2).mean(axis=(1, 2)))
-    return c / rms[:, None, None], np.log10(rms)
+    rms = np.sqrt((c**2).mean(axis=2))  # [k, ch]
+    lg = np.log10(rms)
+    return c / rms[:, :, None], lg - lg.mean(axis=1, keepdims=True), lg.mean(axis=1) + 4.0  # level re 1e-4 V
 
 
 def test_matches_scipy_numpy_reference_on_real_emg(emg: np.ndarray):
     win = emg_windows(emg, 1000.0)
-    want_x, want_level = reference(emg, 1000.0)
+    want_x, want_pattern, want_level = reference(emg, 1000.0)
     assert win.x.shape == (len(want_x), 8, 50) and win.x.dtype == np.float32
     assert len(want_x) == 126  # 6.5 s at 200 Hz: (1300 - 50) // 10 + 1
     np.testing.assert_allclose(win.x, want_x, atol=2e-5)
+    np.testing.assert_allclose(win.pattern, want_pattern, atol=1e-6)
     np.testing.assert_allclose(win.level, want_level, atol=1e-6)
     assert win.valid.all()
     inp = win.inputs()
-    assert inp["emg"].shape == (126, 8, 50) and inp["level"].shape == (126, 1)
+    assert (
+        inp["emg"].shape == (126, 8, 50)
+        and inp["pattern"].shape == (126, 8)
+        and inp["level"].shape == (126, 1)
+    )
     # the fist is far stronger than rest (rows 0-2114 are rest, 4137-5930 fist at 1 kHz)
     assert np.median(win.level[win.end_s < 2.0]) + 0.5 < np.median(
         win.level[(win.end_s > 4.5) & (win.end_s < 5.8)]
@@ -63,7 +69,7 @@ def test_chunked_stream_equals_batch_exactly(emg: np.ndarray):
         n = int(rng.integers(1, 700))
         parts.append(s.process(emg[i : i + n]))
         i += n
-    for field in ("x", "level", "valid", "end_s"):
+    for field in ("x", "pattern", "level", "valid", "end_s"):
         np.testing.assert_array_equal(
             np.concatenate([getattr(p, field) for p in parts]), getattr(batch, field)
         )
@@ -73,8 +79,9 @@ def test_native_200_hz_armband_needs_no_resampling(emg: np.ndarray):
     """A MYO streams 200 Hz: the windows are the filtered samples themselves."""
     x200 = emg[::5]
     win = emg_windows(x200, 200.0)
-    want_x, want_level = reference(x200, 200.0)
+    want_x, want_pattern, want_level = reference(x200, 200.0)
     np.testing.assert_allclose(win.x, want_x, atol=2e-5)
+    np.testing.assert_allclose(win.pattern, want_pattern, atol=1e-6)
     np.testing.assert_allclose(win.level, want_level, atol=1e-6)
 
 
@@ -91,10 +98,16 @@ def test_nan_windows_are_not_classified_and_counted(emg: np.ndarray):
     assert np.isfinite(win.x).all()
 
 
-def test_flat_armband_is_not_classified():
+def test_flat_armband_or_lifted_electrode_is_not_classified(emg: np.ndarray):
     s = EMGWindower(1000.0)
     win = s.process(np.zeros((2000, 8)))
     assert len(win.valid) == 36 and not win.valid.any() and s.n_invalid == 36
+    x = emg.copy()
+    x[:, 3] = 2e-5  # one electrode stuck at a constant
+    s = EMGWindower(1000.0)
+    win = s.process(x)
+    assert not win.valid[win.end_s > 1.0].any()  # once the filter has settled on the constant
+    assert np.isfinite(win.pattern).all() and np.isfinite(win.x).all()
 
 
 def test_bad_arguments_are_refused():
