@@ -2,24 +2,26 @@
 
 The network that labels heartbeats (AAMI classes N, S, V, F, Q) sees each detected beat as
 
-* ``beat`` [2, n]: channel 0 is the beat's window, channel 1 the patient's *template* (the
-  sample-wise median of the last ``template_beats`` clean windows, this one included);
-* ``rr`` [7]: RR context normalised by the patient's own rhythm (de Chazal et al. 2004; see
-  :data:`RR_FEATURES`).
+* ``beat`` [2, n]: channel 0 is the beat's window, channel 1 the patient's *template*: the
+  sample-wise median of the windows of the patient's last ``template_beats`` *dominant* beats
+  (beats not premature: pre-RR >= ``template_gate`` x local mean RR), so frequent ectopic beats
+  (bigeminy, runs) do not turn the template into an ectopic beat;
+* ``rr`` [8]: RR context normalised by the patient's own rhythm (de Chazal et al. 2004), as
+  logarithms of ratios, plus two irregularity measures (see :data:`RR_FEATURES`).
 
 Both are computed causally from the raw lead (any unit-consistent scale, mV expected) at the
 device's rate ``fs``:
 
-1. the causal ECG band-pass of :mod:`vigil.kernels.filters` (0.5-40 Hz Butterworth,
+1. the causal ECG band-pass of :mod:`vigil.kernels.filters` (0.5-40 Hz Butterworth, as
    ``design_default("ecg", fs)``), run as one :class:`~vigil.kernels.filters.SOSFilter`;
 2. a window from ``-pre/fs_model`` to ``+(n - pre - 1)/fs_model`` seconds around the detected beat
    (``-0.3125 .. +0.4375 s``, 96 samples at 128 Hz by default), taken by linear interpolation at the
    model's rate after a centred moving average of the odd length nearest ``fs / fs_model`` (a cheap
    anti-alias), so any device rate (250, 360, 500 Hz) feeds the same network;
 3. the window minus its median, divided by the median QRS amplitude (peak-to-peak within
-   +-0.1 s of the beat) of the patient's last ``amplitude_beats`` clean beats, clipped to
+   +-0.1 s of the beat) of the patient's last ``amplitude_beats`` dominant beats, clipped to
    +-:data:`CLIP`: morphology relative to this patient's own beats, not to a population's;
-4. the RR features below, in seconds and as ratios to the patient's recent and long-term rhythm.
+4. the RR features, from the detected beat times.
 
 Delay: a beat is emitted once its window has ended *and* the next beat has been detected (its
 post-RR is a feature), i.e. one beat plus the detector's own delay after the R wave.
@@ -61,16 +63,21 @@ _SYMBOL_CLASS = {s: i for i, c in enumerate(CLASSES) for s in AAMI[c]}
 #: The ``rr`` input, in order. Local = mean of the 8 RR intervals before this beat's pre-RR; long =
 #: running mean of all RR intervals so far, becoming an exponential mean over ``long_rr_beats``.
 RR_FEATURES = (
-    "pre_rr/local_rr",
-    "post_rr/local_rr",
-    "local_rr/long_rr",
-    "pre_rr_s",
-    "post_rr_s",
+    "log(pre_rr/local_rr)",
+    "log(post_rr/local_rr)",
+    "log(local_rr/long_rr)",
+    "log(pre_rr/long_rr)",  # prematurity against the long-term rhythm: beats inside runs (SVTA)
+    "log(post_rr/long_rr)",
+    "log(pre_rr/previous_rr)",
     "mean|dRR|/local_rr",  # irregularity of the recent rhythm (AF, sinus arrhythmia)
-    "pre_rr/previous_rr",
+    "median|dRR|/median_rr",  # robust irregularity over the last af_beats RR (high in AF, not for PACs)
 )
+#: Ratios enter as logarithms (0 for a beat on time, symmetric for early and late, well scaled for a
+#: network). No absolute interval (seconds) is an input: a patient's resting rate is not a property of
+#: the beat, and absolute RR let a network learn "fast patient -> S" from the few records with SVTA runs.
 CLIP = 6.0  # normalised window values are clipped to +-CLIP (artefacts must not set INT8 ranges)
-RR_CLIP = 5.0  # RR features (ratios and seconds) are clipped to [0, RR_CLIP]
+RR_RATIO = (0.05, 5.0)  # ratios are clipped to this range before the logarithm
+RR_CLIP = 5.0  # irregularity features are clipped to [0, RR_CLIP]
 MIN_AMPLITUDE = 0.01  # QRS peak-to-peak (input units, mV) under which a window is flat: not classified
 INVALID_REASONS = ("bad_samples", "flat", "edge", "first_beat", "no_next_beat")
 
@@ -87,6 +94,8 @@ class BeatWindowParams:
     amplitude_beats: int = 16
     template_beats: int = 16
     local_rr_beats: int = 8
+    af_beats: int = 16
+    template_gate: float = 0.9  # only beats with pre-RR >= gate * local RR update amplitude and template
     long_rr_beats: int = 256
 
     def __post_init__(self) -> None:
@@ -95,6 +104,8 @@ class BeatWindowParams:
             raise ValueError(f"pre must lie in (0, samples), got pre={self.pre}, samples={self.samples}")
         if min(self.amplitude_beats, self.template_beats, self.local_rr_beats, self.long_rr_beats) < 1:
             raise ValueError("history lengths must be >= 1")
+        if self.af_beats < 3:
+            raise ValueError("af_beats must be >= 3")
 
     def card(self) -> dict[str, Any]:
         """The card's ``preprocessing`` dict (``id`` and ``fs`` first)."""
@@ -283,23 +294,27 @@ class BeatWindows:
         beat = np.zeros((1, 2, p.samples), np.float32)
         rr = np.zeros((1, len(RR_FEATURES)), np.float32)
         reason = b.reason
+        pre = (b.t - h.last_t) / self.fs if h.last_t >= 0 else 0.0
+        local = float(np.mean(list(h.rrs)[-p.local_rr_beats :])) if h.rrs else pre
+        dominant = pre >= p.template_gate * local  # not premature: likely the patient's dominant beat
         if b.window is not None:
             w = b.window - np.median(b.window)
             amp = float(np.ptp(w[self._qrs]))
             if amp < MIN_AMPLITUDE:
                 reason = reason or "flat"
             else:
-                _push(h.amps, amp, p.amplitude_beats)
-                z = np.clip(w / float(np.median(h.amps)), -CLIP, CLIP)
-                _push(h.windows, z, p.template_beats)
+                if dominant:
+                    _push(h.amps, amp, p.amplitude_beats)
+                z = np.clip(w / float(np.median(h.amps) if h.amps else amp), -CLIP, CLIP)
+                if dominant:
+                    _push(h.windows, z, p.template_beats)
                 beat[0, 0] = z
-                beat[0, 1] = np.median(np.stack(h.windows), axis=0)
+                beat[0, 1] = np.median(np.stack(h.windows), axis=0) if h.windows else z
         if h.last_t < 0:
             reason = reason or "first_beat"
         else:
-            pre = (b.t - h.last_t) / self.fs
             if reason is None and next_t is not None:
-                rr[0] = _rr_features(pre, (next_t - b.t) / self.fs, h)
+                rr[0] = _rr_features(pre, (next_t - b.t) / self.fs, h, p)
             _update_rr(h, pre, p)
         if reason is None and next_t is None:
             reason = "no_next_beat"
@@ -319,20 +334,26 @@ def _push(d: deque, v: Any, n: int) -> None:
         d.popleft()
 
 
-def _rr_features(pre: float, post: float, h: _History) -> np.ndarray:
+def _rr_features(pre: float, post: float, h: _History, p: BeatWindowParams) -> np.ndarray:
     """RR features of a beat from its pre/post RR (s) and the history *before* its pre-RR."""
-    recent = np.array(h.rrs) if h.rrs else np.array([pre])
+    hist = np.array(h.rrs) if h.rrs else np.array([pre])
+    recent = hist[-p.local_rr_beats :]
     local = float(recent.mean())
     long = h.long_rr if h.n_rr else local
     prev = float(recent[-1])
     seq = np.append(recent, pre)
     irregular = float(np.mean(np.abs(np.diff(seq)))) if len(seq) > 1 else 0.0
-    f = np.array([pre / local, post / local, local / long, pre, post, irregular / local, pre / prev])
-    return np.clip(f, 0.0, RR_CLIP).astype(np.float32)
+    seq = np.append(hist[-(p.af_beats - 1) :], pre)
+    af = float(np.median(np.abs(np.diff(seq))) / np.median(seq)) if len(seq) > 2 else 0.0
+    ratios = np.log(
+        np.clip([pre / local, post / local, local / long, pre / long, post / long, pre / prev], *RR_RATIO)
+    )
+    irregularity = np.clip([irregular / local, af], 0.0, RR_CLIP)
+    return np.concatenate([ratios, irregularity]).astype(np.float32)
 
 
 def _update_rr(h: _History, rr: float, p: BeatWindowParams) -> None:
-    _push(h.rrs, rr, p.local_rr_beats)
+    _push(h.rrs, rr, max(p.local_rr_beats, p.af_beats))
     h.n_rr += 1
     h.long_rr += (rr - h.long_rr) / min(h.n_rr, p.long_rr_beats)
 

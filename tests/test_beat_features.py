@@ -76,7 +76,7 @@ def test_shapes_and_normalisation(data_dir: Path):
     assert np.median(np.ptp(v[:, 0, qrs], axis=1)) == pytest.approx(1.0, abs=0.05)
     # the template of a steady normal rhythm is the beat itself, nearly
     assert np.median([np.corrcoef(w[0], w[1])[0, 1] for w in v[20:]]) > 0.98
-    assert np.all((b.rr >= 0) & (b.rr <= 5))
+    assert np.all(np.abs(b.rr) <= 5)
 
 
 def test_rr_features_by_hand():
@@ -88,15 +88,56 @@ def test_rr_features_by_hand():
     b, invalid = beat_inputs(x, FS, beats)
     assert invalid["first_beat"] == 1 and invalid["no_next_beat"] == 1
     f = {name: b.rr[13, i] for i, name in enumerate(RR_FEATURES)}  # the premature beat
-    assert f["pre_rr/local_rr"] == pytest.approx(0.5 / 0.8, abs=1e-3)
-    assert f["post_rr/local_rr"] == pytest.approx(1.1 / 0.8, abs=1e-3)
-    assert f["pre_rr_s"] == pytest.approx(0.5, abs=1e-3) and f["post_rr_s"] == pytest.approx(1.1, abs=1e-3)
-    assert f["pre_rr/previous_rr"] == pytest.approx(0.5 / 0.8, abs=1e-3)
-    assert f["local_rr/long_rr"] == pytest.approx(1.0, abs=1e-3)
+    early, late = np.log(0.5 / 0.8), np.log(1.1 / 0.8)
+    assert f["log(pre_rr/local_rr)"] == pytest.approx(early, abs=1e-3)
+    assert f["log(post_rr/local_rr)"] == pytest.approx(late, abs=1e-3)
+    assert f["log(pre_rr/long_rr)"] == pytest.approx(early, abs=1e-3)
+    assert f["log(post_rr/long_rr)"] == pytest.approx(late, abs=1e-3)
+    assert f["log(pre_rr/previous_rr)"] == pytest.approx(early, abs=1e-3)
+    assert f["log(local_rr/long_rr)"] == pytest.approx(0.0, abs=1e-3)
     assert f["mean|dRR|/local_rr"] == pytest.approx((0.3 / 8) / 0.8, abs=1e-3)  # one jump, 8 differences
+    assert f["median|dRR|/median_rr"] == 0.0  # one premature beat is not an irregular rhythm
+    after = {name: b.rr[14, i] for i, name in enumerate(RR_FEATURES)}  # the beat after the pause
+    assert after["log(pre_rr/local_rr)"] == pytest.approx(np.log(1.1 / ((7 * 0.8 + 0.5) / 8)), abs=1e-3)
+    assert after["log(pre_rr/previous_rr)"] == pytest.approx(np.log(1.1 / 0.5), abs=1e-3)
     steady = {name: b.rr[8, i] for i, name in enumerate(RR_FEATURES)}
-    assert steady["pre_rr/local_rr"] == pytest.approx(1.0, abs=1e-3)
-    assert steady["mean|dRR|/local_rr"] == pytest.approx(0.0, abs=1e-6)
+    assert all(v == pytest.approx(0.0, abs=1e-5) for v in steady.values())
+
+
+def test_irregular_rhythm_raises_the_af_feature():
+    rng = np.random.default_rng(0)
+    rr = rng.uniform(0.45, 1.05, 60)  # atrial-fibrillation-like: every interval independent
+    times = 1.0 + np.concatenate([[0.0], np.cumsum(rr)])
+    b, _ = beat_inputs(_synthetic(times), FS, np.round(times * FS).astype(np.int64))
+    af = b.rr[20:-1, RR_FEATURES.index("median|dRR|/median_rr")]
+    assert np.all(af > 0.1) and np.median(af) > 0.2
+
+
+def test_template_follows_the_dominant_beat_in_bigeminy():
+    """Premature beats (another shape) never enter the template: it stays the patient's normal beat."""
+    t_norm, t_ect = [], []
+    t = 1.0
+    for _ in range(30):
+        t_norm.append(t)
+        t_ect.append(t + 0.5)  # premature (0.5 s), then a compensatory pause
+        t += 0.5 + 1.1
+    fs = FS
+    n = int((t + 1) * fs)
+    tt = np.arange(n) / fs
+    x = np.zeros(n)
+    for c in t_norm:
+        x += np.exp(-0.5 * ((tt - c) / 0.012) ** 2)
+    for c in t_ect:
+        x -= 1.5 * np.exp(-0.5 * ((tt - c) / 0.04) ** 2)  # wide, inverted: a PVC-like beat
+    beats = np.round(np.sort(np.r_[t_norm, t_ect]) * fs).astype(np.int64)
+    b, _ = beat_inputs(x, fs, beats)
+    normal = b.beat[10:-2:2, 0]
+    template = b.beat[10:-2, 1]
+    for tpl in template:
+        assert np.corrcoef(tpl, normal[0])[0, 1] > 0.99
+    # a normal beat equals its template; a premature one does not
+    assert np.allclose(b.beat[10, 0], b.beat[10, 1], atol=1e-3)
+    assert np.corrcoef(b.beat[11, 0], b.beat[11, 1])[0, 1] < 0.5
 
 
 def test_nan_windows_are_not_classified_and_counted(data_dir: Path):
@@ -138,7 +179,9 @@ def test_other_device_rates_give_the_same_windows(data_dir: Path, fs: float):
     a, b = ref.beat[ok, 0], got.beat[idx[ok], 0]
     corr = [np.corrcoef(u, v)[0, 1] for u, v in zip(a, b, strict=True)]
     assert np.median(corr) > 0.97 and np.percentile(corr, 10) > 0.9
-    np.testing.assert_allclose(np.median(got.rr[idx[ok]], axis=0), np.median(ref.rr[ok], axis=0), rtol=0.02)
+    np.testing.assert_allclose(
+        np.median(got.rr[idx[ok]], axis=0), np.median(ref.rr[ok], axis=0), rtol=0.05, atol=0.01
+    )
     assert anti_alias_length(360, 128) == 3 and anti_alias_length(250, 128) == 1
     assert anti_alias_length(500, 128) == 3 and anti_alias_length(100, 128) == 1
 
