@@ -60,13 +60,13 @@ def _alerts_in(path: Path) -> list[dict]:
 def test_headless_without_broker_keeps_alarms_in_the_outbox(tmp_path: Path):
     out = io.StringIO()
     outbox = tmp_path / "outbox"
-    assert run_demo(seconds=8.0, speed=12.0, broker=None, outbox=str(outbox), out=out) == 0
+    assert run_demo(seconds=16.0, speed=12.0, broker=None, outbox=str(outbox), out=out) == 0
     text = out.getvalue()
     assert "mqtt off (alarms stay in the outbox)" in text
     assert "dropped by backpressure 0" in text
     alerts = _alerts_in(outbox)
     raised = {(a["device"], a["alarm"]) for a in alerts if a["state"] == "raised"}
-    # 96 s of signal: the scripted pause (30 s), lead off (30 s), bradycardia (40 s), VT (60 s)
+    # up to 192 s of signal (less on a loaded machine): pause, lead off (30 s), brady (40 s), VT (60 s)
     assert {("patch-pause", "pause"), ("patch-leads", "lead_off"), ("patch-brady", "bradycardia"),
             ("patch-vt", "tachycardia")} <= raised  # fmt: skip
     # the quiet ones stay quiet (device lost would only say this machine could not keep up)
