@@ -20,7 +20,9 @@ Input: ``emg-window/1`` (:mod:`vigil.kernels.emg_window`): 250 ms at 200 Hz (50 
 channel less their mean) and the overall level (that mean, re 100 uV).
 
 Network (``GestureNet``): three 1-D convolutions over the waveforms (batch norm, ReLU, mean pooling,
-linear) plus a small MLP on [pattern, level]; their class scores add.
+linear) plus a small MLP on [pattern, level]; their class scores add. Training takes every labelled
+window at each of the five phases of the 200 Hz grid over the 1 kHz rows (:func:`training_windows`),
+class-balanced cross-entropy and the shared biosignal augmentation, plus gain jitter on the level.
 
 Evaluation, subject-disjoint: the subjects are dealt into ``K`` folds; each fold's network is trained
 on the others' subjects only. Accuracy, macro-F1 and per-class sensitivity / positive predictivity
