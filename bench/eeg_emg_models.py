@@ -11,7 +11,10 @@ one core. Inputs are real preprocessed windows (``eeg-segment/1`` of the vendore
     INT8 vs FP32 and FP32 vs torch of the median rounds. Floor: INT8 >= 1.5x FP32 at batch 1024.
 (b) Single-window latency (``LoadedModel.run``, what the monitor calls): p50 over all calls, p99 as
     the median over 5 blocks (INT8 and FP32 alternating), and the worst block's p99 (another process
-    taking the core for a scheduler slice shows there). Floor: p99 <= 1 ms.
+    taking the core for a scheduler slice shows there), with the share of calls over 1 ms: on a
+    shared machine a call that meets another process's ~4 ms scheduler slice waits for it, and when
+    that is over 1 % of the calls it sets the p99. Measured first, before torch starts threads on the
+    pinned core. Floor: p99 <= 1 ms.
 (c) The preprocessing kernels streaming 1 s chunks: windows per second.
 
 Example::
@@ -161,8 +164,11 @@ def main() -> int:
     }
     print(f"# {env}")
     results: dict[str, object] = {"env": env}
+    names = (seizure.NAME, gesture.NAME)
+    # single-window latency first, before torch has started threads of its own on the pinned core
+    lat = {name: latency(name, args.calls) for name in names}
     ok = True
-    for name in (seizure.NAME, gesture.NAME):
+    for name in names:
         card = load_model(ZOO / name, precision="fp32", providers="cpu").card
         print(f"\n{name}: inputs {dict(card.inputs)}, {card.metrics['size']}")
         table = batch_table(name, args.rounds, args.min_s)
@@ -180,21 +186,22 @@ def main() -> int:
                 f"{row['int8_windows_per_s']}",
             )
             print("".join(f"{c:>11}" for c in cells))
-        lat = latency(name, args.calls)
-        print(
-            "single window: "
-            + ", ".join(f"{p} p50 {v['p50_ms']:.4f} ms p99 {v['p99_ms']:.4f} ms" for p, v in lat.items())
-        )
+        for p, v in lat[name].items():
+            print(
+                f"single window {p}: p50 {v['p50_ms']:.4f} ms, p99 {v['p99_ms']:.4f} ms"
+                f" (median of 5 blocks; worst block {v['p99_worst_block_ms']:.4f} ms;"
+                f" {100 * v['share_over_1ms']:.2f} % of calls over 1 ms)"
+            )
         pre = preprocessing(name, 1.0)
         print(f"preprocessing ({card.preprocessing['id']}, 1 s chunks): {pre['windows_per_s']} windows/s,"
               f" {pre['x_real_time']}x real time")  # fmt: skip
         ratio = table["1024"]["int8_vs_fp32"]
-        p99 = max(v["p99_ms"] for v in lat.values())
+        p99 = max(v["p99_ms"] for v in lat[name].values())
         floors = {"int8_vs_fp32_at_1024": [ratio, ratio >= FLOOR_INT8], "p99_ms": [p99, p99 <= FLOOR_P99_MS]}
         for k, (v, met) in floors.items():
             print(f"floor {k}: {v} {'met' if met else 'MISSED'}")
             ok &= met
-        results[name] = {"batches": table, "single_window": lat, "preprocessing": pre, "floors": floors}
+        results[name] = {"batches": table, "single_window": lat[name], "preprocessing": pre, "floors": floors}
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1) + "\n")
     return 0 if ok else 1
