@@ -27,14 +27,18 @@ METHODS = ("minmax", "entropy", "percentile")
 
 
 class ArrayReader:
-    """ONNX Runtime ``CalibrationDataReader`` over arrays: ``batch`` windows per call."""
+    """ONNX Runtime ``CalibrationDataReader`` over arrays: ``batch`` windows per call. Every batch is
+    full (the remainder of ``n % batch`` windows is left out when ``n >= batch``): ONNX Runtime's
+    entropy and percentile calibrators fail on a short last batch."""
 
     def __init__(self, inputs: Mapping[str, np.ndarray], batch: int = 64) -> None:
         self.inputs = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in inputs.items()}
         n = {len(v) for v in self.inputs.values()}
         if len(n) != 1:
             raise ValueError("calibration inputs must have the same number of windows")
-        self.n, self.batch, self.i = n.pop(), int(batch), 0
+        n_all = n.pop()
+        self.batch = min(int(batch), n_all) if n_all else int(batch)
+        self.n, self.i = n_all - n_all % self.batch if n_all else 0, 0
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         if self.i >= self.n:
