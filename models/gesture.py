@@ -60,7 +60,6 @@ from vigil.models.seizure import (
     onnx_probs,
     pick,
     quantized_variants,
-    quiet_quantize,
     rnd,
     size_kb,
     softmax,
@@ -476,6 +475,7 @@ def export(opts: TrainOptions) -> ModelCard:
     import torch
 
     from vigil.export.onnx_export import export_onnx
+    from vigil.export.quantize import quantize_int8
 
     torch.set_num_threads(1)
     zoo = Path(opts.zoo)
@@ -491,7 +491,7 @@ def export(opts: TrainOptions) -> ModelCard:
     calib, check = calibration_set(inputs_of(w, lab), 1024, rng), pick(inputs_of(w, lab), 256, rng)
     fp32, int8 = zoo / f"{NAME}.fp32.onnx", zoo / f"{NAME}.int8.onnx"
     parity = export_onnx(model, {k: v[:4] for k, v in check.items()}, fp32, check_inputs=check)
-    quiet_quantize(fp32, int8, calib, method)
+    quantize_int8(fp32, int8, calib, method)
     bp = cv["by_precision"]
     metrics: dict[str, Any] = {
         "validation": {

@@ -227,80 +227,15 @@ def quantized_variants(
     """Export ``model`` to ``folder/fp32.onnx`` (parity-checked on ``check``) and quantize it with
     each calibration method: ``{"fp32": path, method: path, ...}``."""
     from vigil.export.onnx_export import export_onnx
+    from vigil.export.quantize import quantize_int8
 
     folder.mkdir(parents=True, exist_ok=True)
     fp32 = folder / "fp32.onnx"
     export_onnx(model, {k: v[:4] for k, v in check.items()}, fp32, check_inputs=check)
     out = {"fp32": fp32}
     for m in methods:
-        out[m] = quiet_quantize(fp32, folder / f"{m}.onnx", calib, m)
+        out[m] = quantize_int8(fp32, folder / f"{m}.onnx", calib, m)
     return out
-
-
-def quiet_quantize(fp32: Path, out: Path, calib: dict[str, np.ndarray], method: str) -> Path:
-    """:func:`vigil.export.quantize.quantize_int8` (without ONNX Runtime's calibration chatter on
-    stdout), then :func:`reduce_weight_range`."""
-    import contextlib
-    import io
-
-    from vigil.export.quantize import quantize_int8
-
-    with contextlib.redirect_stdout(io.StringIO()):
-        quantize_int8(fp32, out, calib, method)
-    return reduce_weight_range(out)
-
-
-#: Weight bits kept in the INT8 artifacts (see :func:`reduce_weight_range`).
-WEIGHT_BITS = 7
-
-
-def reduce_weight_range(path: Path, bits: int = WEIGHT_BITS) -> Path:
-    """Requantize the QDQ model's INT8 weights to ``bits`` (symmetric, per output channel, still
-    stored as INT8), rescaling each layer's INT32 bias to match, in place.
-
-    Why: ONNX Runtime's x86 integer kernels on CPUs without VNNI (AVX2, AVX-512F) multiply u8
-    activations by s8 weights with ``vpmaddubsw``, which adds pairs of products in int16 and
-    saturates once ``2 * 255 * |w|`` passes 32767; with 8-bit weights that flips whole classes
-    (measured here on an AVX2 EPYC: 95 % FP32/INT8 agreement for the gesture network against 99.5 %
-    for the same QDQ model evaluated without integer kernels). 7-bit weights cannot saturate
-    (``2 * 255 * 63 < 32767``); this is ONNX Runtime's ``reduce_range`` for weights.
-    """
-    import onnx
-    from onnx import numpy_helper
-
-    model = onnx.load(str(path))
-    inits = {i.name: i for i in model.graph.initializer}
-    producer = {o: n for n in model.graph.node for o in n.output}
-    qmax = 2 ** (bits - 1) - 1
-
-    def get(name: str) -> np.ndarray:
-        return numpy_helper.to_array(inits[name]).astype(np.float64)
-
-    def put(name: str, a: np.ndarray) -> None:
-        inits[name].CopyFrom(numpy_helper.from_array(a, name))
-
-    for node in model.graph.node:
-        if node.op_type not in ("Conv", "Gemm", "MatMul") or len(node.input) < 2:
-            continue
-        wdq = producer.get(node.input[1])
-        if wdq is None or wdq.op_type != "DequantizeLinear" or wdq.input[0] not in inits:
-            continue
-        wq, ws = get(wdq.input[0]), get(wdq.input[1])
-        per_channel = ws.ndim == 1 and ws.size > 1
-        shape = (-1,) + (1,) * (wq.ndim - 1) if per_channel else ()
-        w = wq * ws.reshape(shape)
-        amax = np.abs(w).reshape(w.shape[0], -1).max(axis=1) if per_channel else np.abs(w).max()
-        ws2 = np.where(amax > 0, amax / qmax, ws)
-        put(wdq.input[0], np.clip(np.round(w / ws2.reshape(shape)), -qmax, qmax).astype(np.int8))
-        put(wdq.input[1], ws2.astype(np.float32).reshape(ws.shape))
-        bdq = producer.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
-        if bdq is not None and bdq.op_type == "DequantizeLinear" and bdq.input[0] in inits:
-            bq, bs = get(bdq.input[0]), get(bdq.input[1])
-            bs2 = bs * (ws2 / ws).reshape(bs.shape)
-            put(bdq.input[1], bs2.astype(np.float32))
-            put(bdq.input[0], np.round(bq * bs / bs2).astype(np.int32))
-    onnx.save(model, str(path))
-    return Path(path)
 
 
 #: Out-of-fold macro-F1 differences below this count as ties between calibration methods.
@@ -853,6 +788,7 @@ def export(opts: TrainOptions) -> ModelCard:
     import torch
 
     from vigil.export.onnx_export import export_onnx
+    from vigil.export.quantize import quantize_int8
 
     torch.set_num_threads(1)
     zoo = Path(opts.zoo)
@@ -868,7 +804,7 @@ def export(opts: TrainOptions) -> ModelCard:
     calib, check = calibration_set(inputs_of(w), 1024, rng), pick(inputs_of(w), 256, rng)
     fp32, int8 = zoo / f"{NAME}.fp32.onnx", zoo / f"{NAME}.int8.onnx"
     parity = export_onnx(model, {k: v[:4] for k, v in check.items()}, fp32, check_inputs=check)
-    quiet_quantize(fp32, int8, calib, method)
+    quantize_int8(fp32, int8, calib, method)
     size = {
         "parameters": training["parameters"],
         "fp32_kb": size_kb(fp32),

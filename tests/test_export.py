@@ -81,6 +81,38 @@ def test_int8_is_qdq_and_close_to_fp32(zoo: Path):
     assert {"c1.weight_quantized", "c2.weight_quantized", "head.weight_quantized"} <= int8  # INT8 weights
 
 
+def test_int8_weights_are_kept_to_7_bits_with_consistent_biases(zoo: Path, tmp_path: Path):
+    """7-bit weights (no vpmaddubsw saturation on CPUs without VNNI); 8 bits when asked; the INT32 bias
+    is rescaled with its weight so the 7-bit model computes what the 8-bit one does."""
+    import onnx
+    from onnx import numpy_helper
+
+    from vigil.export.quantize import quantize_int8
+
+    def weights(path: Path) -> dict[str, np.ndarray]:
+        g = onnx.load(str(path)).graph
+        return {
+            i.name: numpy_helper.to_array(i) for i in g.initializer if i.name.endswith("weight_quantized")
+        }
+
+    seven = weights(zoo / "tiny.int8.onnx")
+    assert seven and max(int(np.abs(w).max()) for w in seven.values()) == 63
+    eight = quantize_int8(zoo / "tiny.fp32.onnx", tmp_path / "eight.onnx", _inputs(512, 2), weight_bits=8)
+    assert max(int(np.abs(w).max()) for w in weights(eight).values()) == 127
+    with pytest.raises(ValueError, match="weight_bits"):
+        quantize_int8(zoo / "tiny.fp32.onnx", tmp_path / "x.onnx", _inputs(64, 2), weight_bits=9)
+    import onnxruntime as ort
+
+    x = _inputs(300, 5)
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # float reference of QDQ math
+    run7, run8 = (
+        ort.InferenceSession(str(p), so, providers=["CPUExecutionProvider"]).run(None, x)[0]
+        for p in (zoo / "tiny.int8.onnx", eight)
+    )
+    assert np.abs(run7 - run8).max() < 0.05 * np.abs(run8).max()
+
+
 def test_card_round_trip(zoo: Path):
     card = load_card(zoo / "tiny.int8.onnx")
     assert ModelCard.from_json(card.to_json()) == card
