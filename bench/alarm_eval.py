@@ -81,9 +81,10 @@ from pathlib import Path
 import numpy as np
 from bench_data import data_root, record_names
 
-from vigil.edge.alarms import AlarmConfig, is_technical
+from vigil.edge.alarms import ECTOPY_WINDOW_S, AlarmConfig, is_technical
 from vigil.edge.config import Config
 from vigil.edge.messages import AlarmState, Alert
+from vigil.edge.networks import Networks, load_networks
 from vigil.edge.pipeline import Monitor
 from vigil.firmware_bridge.replay import ReplayTransport, read_wfdb
 from vigil.firmware_bridge.transport import Received
@@ -92,18 +93,20 @@ from vigil.kernels.beat_match import BEAT_SYMBOLS
 Interval = tuple[float, float]
 
 #: Physiological alarms scored against a reference, in print order.
-SCORED = ("irregular_rhythm", "tachycardia", "bradycardia", "pause", "asystole", "ventricular_run")
-#: Alarms a rule-only monitor cannot raise: they read beat classes from a model (issue 5).
-NEEDS_BEAT_CLASSES = ("ventricular_run",)
+SCORED = ("irregular_rhythm", "atrial_fibrillation", "tachycardia", "bradycardia", "pause", "asystole",
+          "ventricular_run", "ectopy")  # fmt: skip
+#: Alarms a rule-only monitor cannot raise: they read network outputs (``--networks``).
+NEEDS_NETWORKS = ("atrial_fibrillation", "ventricular_run", "ectopy")
 TECHNICAL = ("lead_off", "poor_signal", "device_lost", "battery_low")
 #: Slack (s) added to each rule's condition delay to make its matching tolerance.
-SLACK_S = {"irregular_rhythm": 30.0}
+SLACK_S = {"irregular_rhythm": 30.0, "atrial_fibrillation": 30.0, "ectopy": 10.0}
 DEFAULT_SLACK_S = 5.0
 #: AAMI class V: the beat labels a ventricular run is made of.
 V_CLASS = frozenset("VE")
 S_CLASS = frozenset("AaJS")
-SHORT = {"irregular_rhythm": "AF", "tachycardia": "tachy", "bradycardia": "brady", "pause": "pause",
-         "asystole": "asys", "ventricular_run": "Vrun"}  # fmt: skip
+SHORT = {"irregular_rhythm": "AF", "atrial_fibrillation": "AFnet", "tachycardia": "tachy",
+         "bradycardia": "brady", "pause": "pause", "asystole": "asys", "ventricular_run": "Vrun",
+         "ectopy": "PVC/m"}  # fmt: skip
 
 
 def tolerance(alarm: str, cfg: AlarmConfig) -> float:
@@ -218,6 +221,27 @@ def beat_runs(
     return out
 
 
+def count_episodes(times_s: np.ndarray, window_s: float, threshold: float, join_s: float) -> list[Interval]:
+    """Spans where at least ``threshold`` of the events ``times_s`` fall in the trailing ``window_s``
+    (the event count of ``(t - window_s, t]``); spans less than ``join_s`` apart are one."""
+    steps = sorted([(float(t), 1) for t in times_s] + [(float(t) + window_s, -1) for t in times_s])
+    out, n, start = [], 0, None
+    for t, d in steps:
+        n += d
+        if n >= threshold and start is None:
+            start = t
+        elif n < threshold and start is not None:
+            out.append((start, t))
+            start = None
+    spans: list[Interval] = []
+    for a, b in out:
+        if spans and a - spans[-1][1] < join_s:
+            spans[-1] = (spans[-1][0], b)
+        else:
+            spans.append((a, b))
+    return spans
+
+
 def noise_subtype_marks(subtype: int, channel: int = 0) -> bool:
     """Whether a ``~`` annotation's subtype marks ``channel`` noisy or unreadable (WFDB: bits 0-3
     noisy, bits 4-7 unreadable, -1 every signal unreadable)."""
@@ -292,8 +316,10 @@ def reference_from_annotations(
     noise = label_spans([float(t[k]) for k in nk], noisy, duration_s).get(True, [])
     v_runs = beat_runs(bt, bsym, V_CLASS, math.ceil(cfg.ventricular_run.threshold))
     vt = spans.get("VT", [])
+    v_times = bt[np.isin(np.asarray(bsym, dtype="<U1"), list(V_CLASS))]
     episodes = {
         "irregular_rhythm": spans.get("AFIB", []),
+        "atrial_fibrillation": spans.get("AFIB", []),
         "tachycardia": hr_episodes(bt, cfg.tachycardia.threshold, True, cfg.tachycardia.condition_delay_s,
                                    duration_s, cfg.tachycardia.clear_delay_s),
         "bradycardia": hr_episodes(bt, cfg.bradycardia.threshold, False, cfg.bradycardia.condition_delay_s,
@@ -301,6 +327,7 @@ def reference_from_annotations(
         "pause": long_rr(bt, cfg.pause.threshold),
         "asystole": long_rr(bt, cfg.asystole.threshold),
         "ventricular_run": merge(v_runs + vt),
+        "ectopy": count_episodes(v_times, ECTOPY_WINDOW_S, cfg.ectopy.threshold, cfg.ectopy.clear_delay_s),
     }  # fmt: skip
     episodes = {k: [e for e in v if not any(overlaps(e, f) for f in vf)] for k, v in episodes.items()}
     info = {"afl": spans.get("AFL", []), "vt": vt, "v_runs": v_runs}
@@ -371,14 +398,20 @@ class Replay:
     wall_s: float
 
 
-def replay_monitor(path: Path, config: Config | None = None, ack_after_s: float = 10.0) -> Replay:
-    """Replay lead 0 of WFDB record ``path`` through a :class:`Monitor`; see the module docstring."""
+def replay_monitor(
+    path: Path, config: Config | None = None, ack_after_s: float = 10.0, networks: Networks | None = None
+) -> Replay:
+    """Replay lead 0 of WFDB record ``path`` through a :class:`Monitor` (with ``networks``: fresh ones
+    per record); see the module docstring."""
     config = config or Config()
     rec = read_wfdb(path, channels=[0], annotator=None)
     alerts: list[Alert] = []
     clock = [0.0]
     mon = Monitor(
-        config, lambda m: alerts.append(m) if isinstance(m, Alert) else None, clock=lambda: clock[0]
+        config,
+        lambda m: alerts.append(m) if isinstance(m, Alert) else None,
+        clock=lambda: clock[0],
+        networks=networks,
     )
     transport = ReplayTransport(rec, device_id=1, speed=0)
     latched = {n for n, r in config.alarms.rules().items() if r.latching}
@@ -552,12 +585,14 @@ class RecordResult:
     replay: Replay
 
 
-def evaluate_record(path: Path, config: Config | None = None, ack_after_s: float = 10.0) -> RecordResult:
+def evaluate_record(
+    path: Path, config: Config | None = None, ack_after_s: float = 10.0, networks: Networks | None = None
+) -> RecordResult:
     """Replay one record and score every alarm type against its reference annotations."""
     config = config or Config()
     cfg = config.alarms
     ref = load_reference(path, cfg)
-    rp = replay_monitor(path, config, ack_after_s)
+    rp = replay_monitor(path, config, ack_after_s, networks)
     raised = alarm_spans(rp.events, rp.duration_s)
     scores, out = {}, []
     for alarm in SCORED:
@@ -577,7 +612,7 @@ def evaluate_record(path: Path, config: Config | None = None, ack_after_s: float
             out.append(make_listed(path.name, r, ref, (r.t - delay, r.end)))
         else:
             other[r.alarm] += 1
-    af = [r.span for r in raised if r.alarm == "irregular_rhythm"]
+    af = [r.span for r in raised if r.alarm in ("irregular_rhythm", "atrial_fibrillation")]
     afl = ref.info["afl"]
     return RecordResult(
         name=path.name,
@@ -609,11 +644,11 @@ def _cell(s: Score) -> str:
 
 def print_per_record(results: Sequence[RecordResult]) -> None:
     print("\nPer record (cells: detected/reference episodes, f = false alarms, v = raised during VF):")
-    cols = [SHORT[a] for a in SCORED if a not in NEEDS_BEAT_CLASSES]
+    cols = [SHORT[a] for a in SCORED]
     head = f"{'rec':>4} {'min':>5} " + " ".join(f"{c:>11}" for c in cols)
     print(head + f" {'Vrun ref':>8} {'VT ref':>6} {'lead_off':>8} {'poor_sig':>8} {'suppr':>5}")
     for r in results:
-        cells = " ".join(f"{_cell(r.scores[a]):>11}" for a in SCORED if a not in NEEDS_BEAT_CLASSES)
+        cells = " ".join(f"{_cell(r.scores[a]):>11}" for a in SCORED)
         print(
             f"{r.name:>4} {r.duration_s / 60:5.1f} {cells} {r.reference_counts['v_runs']:8d} "
             f"{r.reference_counts['vt']:6d} {r.technical['lead_off']:8d} {r.technical['poor_signal']:8d} "
@@ -621,10 +656,15 @@ def print_per_record(results: Sequence[RecordResult]) -> None:
         )
 
 
-def summarise(results: Sequence[RecordResult], cfg: AlarmConfig) -> dict:
-    """Totals over records, per alarm type (a JSON-ready dict)."""
+def summarise(results: Sequence[RecordResult], cfg: AlarmConfig, networks: Sequence[str] = ()) -> dict:
+    """Totals over records, per alarm type (a JSON-ready dict); ``networks``: the tasks that ran."""
     hours = sum(r.duration_s for r in results) / 3600
-    out: dict = {"records": [r.name for r in results], "hours": hours, "alarms": {}}
+    out: dict = {
+        "records": [r.name for r in results],
+        "hours": hours,
+        "networks": list(networks),
+        "alarms": {},
+    }
     for alarm in SCORED:
         s = Score()
         for r in results:
@@ -632,7 +672,7 @@ def summarise(results: Sequence[RecordResult], cfg: AlarmConfig) -> dict:
         false_by_rhythm = Counter(x.rhythm for r in results for x in r.listed if x.alarm == alarm)
         out["alarms"][alarm] = {
             "tolerance_s": tolerance(alarm, cfg),
-            "needs_beat_classes": alarm in NEEDS_BEAT_CLASSES,
+            "needs_networks": alarm in NEEDS_NETWORKS,
             "episodes": s.episodes,
             "detected": s.detected,
             "already_active": s.already_active,
@@ -679,27 +719,31 @@ def print_totals(t: dict, results: Sequence[RecordResult], list_all: bool) -> No
     n, hours = len(t["records"]), t["hours"]
     print(f"\nTotals over {n} records, {hours:.2f} h monitored ({hours * 60:.0f} min of signal):")
     print(
-        f"{'alarm':<17} {'tol_s':>5} {'ref':>4} {'det':>4} {'Se':>5} {'raised':>6} {'true':>4} "
+        f"{'alarm':<20} {'tol_s':>5} {'ref':>4} {'det':>4} {'Se':>5} {'raised':>6} {'true':>4} "
         f"{'false':>5} {'VF':>3} {'+P':>5} {'FA/h':>5} {'delay_med':>9} {'delay_p90':>9} {'suppr':>5}"
     )
     for alarm, a in t["alarms"].items():
-        if a["needs_beat_classes"] and not a["raised"]:
-            ref = t["reference"]
+        if a["needs_networks"] and not t["networks"]:
             print(
-                f"{alarm:<17} {a['tolerance_s']:5.0f} {a['episodes']:4d}    - needs beat classes (issue 5): "
-                f"not raised by the rule-only monitor; reference {ref['v_runs']} runs of >= 3 V/E beats, "
-                f"{ref['vt']} (VT episodes"
+                f"{alarm:<20} {a['tolerance_s']:5.0f} {a['episodes']:4d}    - needs the networks (--networks)"
+            )
+            continue
+        if alarm == "irregular_rhythm" and "ecg-rhythm" in t["networks"]:
+            print(
+                f"{alarm:<20} {a['tolerance_s']:5.0f} {a['episodes']:4d}    - "
+                "stands down for atrial_fibrillation"
             )
             continue
         print(
-            f"{alarm:<17} {a['tolerance_s']:5.0f} {a['episodes']:4d} {a['detected']:4d} {_f(a['se']):>5} "
+            f"{alarm:<20} {a['tolerance_s']:5.0f} {a['episodes']:4d} {a['detected']:4d} {_f(a['se']):>5} "
             f"{a['raised']:6d} {a['true']:4d} {a['false']:5d} {a['during_vf']:3d} {_f(a['ppv']):>5} "
             f"{_f(a['false_per_hour']):>5} {_f(a['delay_median_s'], '.1f'):>9} "
             f"{_f(a['delay_p90_s'], '.1f'):>9} {a['suppressed']:5d}"
         )
-    af = t["alarms"]["irregular_rhythm"]
+    af_alarm = af_alarm_of(t)
+    af = t["alarms"][af_alarm]
     print(
-        f"AF (irregular_rhythm vs (AFIB): duration Se {_f(af['duration_se'])} "
+        f"AF ({af_alarm} vs (AFIB): duration Se {_f(af['duration_se'])} "
         f"({af['reference_s'] / 60:.1f} min of AF), duration +P {_f(af['duration_ppv'])} "
         f"({af['alarm_s'] / 60:.1f} min under an AF alarm); {af['already_active']} episode(s) found the "
         f"alarm already active"
@@ -734,8 +778,13 @@ def print_totals(t: dict, results: Sequence[RecordResult], list_all: bool) -> No
             )
 
 
+def af_alarm_of(t: dict) -> str:
+    """The alarm that screens for AF in run ``t``: the rhythm network's, else the COSEn rule's."""
+    return "atrial_fibrillation" if "ecg-rhythm" in t["networks"] else "irregular_rhythm"
+
+
 def summary_line(t: dict) -> str:
-    af, tech = t["alarms"]["irregular_rhythm"], t["technical"]
+    af, tech = t["alarms"][af_alarm_of(t)], t["technical"]
     n_tech = sum(v["raised"] for v in tech.values())
     hours = t["hours"]
     return (
@@ -780,12 +829,63 @@ def to_json(results: Sequence[RecordResult], totals: dict, args: dict) -> dict:
     return _jsonable({"args": args, "totals": totals, "records": recs})
 
 
+def run_all(
+    root: Path, names: Sequence[str], config: Config, ack_after: float, networks: str
+) -> tuple[list[RecordResult], dict, float]:
+    """Evaluate ``names``; ``networks``: "none", "zoo" (the shipped models) or a model folder."""
+    t0 = time.perf_counter()
+    results, tasks = [], []
+    for name in names:
+        nets = None
+        if networks != "none":
+            m = config.models
+            folder = None if networks == "zoo" else Path(networks)
+            nets = load_networks(
+                folder, m.tasks(), m.precision, "cpu", 1, config.alarms.poor_signal.threshold
+            )
+            tasks = list(nets.nets)
+        r = evaluate_record(root / name, config, ack_after, nets)
+        results.append(r)
+        print(f"  {name}: {r.replay.wall_s:.1f} s, {len(r.replay.events)} alarm events", file=sys.stderr)
+    return results, summarise(results, config.alarms, tasks), time.perf_counter() - t0
+
+
+def print_comparison(rule: dict, net: dict) -> None:
+    """Rule-only monitor against the monitor with networks, per alarm: what the networks gain."""
+    nets = ", ".join(net["networks"]) or "none loaded"
+    print(f"\nWhat the networks ({nets}) gain over the rule-only monitor "
+          f"({net['hours']:.2f} h, {len(net['records'])} records):")  # fmt: skip
+    print(f"{'alarm':<28} {'ref':>4} | {'rule-only: det':>14} {'Se':>5} {'false':>5} {'FA/h':>5} "
+          f"| {'networks: det':>13} {'Se':>5} {'false':>5} {'FA/h':>5}")  # fmt: skip
+
+    def cells(a: dict | None) -> str:
+        if a is None:
+            return f"{'cannot raise':>14} {'-':>5} {'-':>5} {'-':>5}"
+        return f"{a['detected']:>14d} {_f(a['se']):>5} {a['false']:5d} {_f(a['false_per_hour']):>5}"
+
+    rows = [("AF screen", af_alarm_of(rule), af_alarm_of(net))]
+    rows += [(a, a, a) for a in SCORED if a not in ("irregular_rhythm", "atrial_fibrillation")]
+    for label, ra, na in rows:
+        r = None if ra in NEEDS_NETWORKS else rule["alarms"][ra]
+        n = net["alarms"][na]
+        shown = label if ra == na else f"{label} ({ra} -> {na})"
+        print(f"{shown:<28} {n['episodes']:4d} | {cells(r)} | {cells(n)[1:]}")
+    print(
+        f"physiological false alarms/h: rule-only {_f(rule['physiological_false_per_hour'])}, "
+        f"with networks {_f(net['physiological_false_per_hour'])} (ectopy is a low-priority advisory)"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data", help="root holding mitdb/ (default $VIGIL_DATA or ../shared/data)")
     p.add_argument("--records", help="comma-separated record names (default: all found)")
     p.add_argument("--ack-after", type=float, default=10.0,
                    help="acknowledge a latched alarm this many seconds after it is raised (10)")  # fmt: skip
+    p.add_argument("--networks", default="none",
+                   help="none (rule-only, default), zoo (the shipped models) or a model folder")  # fmt: skip
+    p.add_argument("--compare", action="store_true",
+                   help="run rule-only and with --networks (default zoo); print the gain")  # fmt: skip
     p.add_argument("--per-record", action="store_true", help="print the per-record table")
     p.add_argument("--list", action="store_true", help="list every false physiological alarm too")
     p.add_argument("--json", help="write the results (with every alarm event) to this file")
@@ -793,23 +893,21 @@ def main(argv: list[str] | None = None) -> int:
     root = data_root(a.data) / "mitdb"
     names = record_names(root, a.records)
     config = Config()
-    t0 = time.perf_counter()
-    results = []
-    for name in names:
-        r = evaluate_record(root / name, config, a.ack_after)
-        results.append(r)
-        print(f"  {name}: {r.replay.wall_s:.1f} s, {len(r.replay.events)} alarm events", file=sys.stderr)
-    wall = time.perf_counter() - t0
-    cfg = config.alarms
+    if a.compare and a.networks == "none":
+        a.networks = "zoo"
+    rule = run_all(root, names, config, a.ack_after, "none") if a.compare else None
+    results, totals, wall = run_all(root, names, config, a.ack_after, a.networks)
     print(f"records: {len(names)} ({', '.join(names)}); lead 0; default alarm settings; "
-          f"latched alarms acknowledged {a.ack_after:g} s after raise")  # fmt: skip
+          f"latched alarms acknowledged {a.ack_after:g} s after raise; networks: "
+          f"{', '.join(totals['networks']) or 'none'}")  # fmt: skip
     dropped = sum(r.replay.dropped for r in results)
     print(f"replay: {sum(r.replay.frames for r in results)} frames, {dropped} dropped, {wall:.1f} s wall")
     if a.per_record:
         print_per_record(results)
-    totals = summarise(results, cfg)
     print_totals(totals, results, a.list)
     print(summary_line(totals))
+    if rule is not None:
+        print_comparison(rule[1], totals)
     if a.json:
         Path(a.json).write_text(json.dumps(to_json(results, totals, vars(a)), indent=1))
         print(f"wrote {a.json}")

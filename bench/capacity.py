@@ -4,7 +4,8 @@ Four processes, nothing outside 127.0.0.1 (all read the same system-wide ``time.
 
 * **monitor**, pinned to one core (``--cpu``, default the last allowed CPU): the wiring of ``vigil run``,
   a :class:`~vigil.firmware_bridge.net.UDPTransport` -> :class:`~vigil.edge.run.RunMonitor` (stream
-  checks, filters, QRS, rhythm features, quality, alarm rules, vitals every 1 s) -> the durable
+  checks, filters, QRS, rhythm features, quality, the shipped networks unless ``--no-networks``: a
+  class per beat, a rhythm label per 10 s; alarm rules, vitals every 1 s) -> the durable
   :class:`~vigil.edge.outbox.Outbox` -> :class:`~vigil.edge.publisher.MQTTPublisher`. All the monitor
   does is on that core and counted: reading and decoding datagrams, processing, SQLite commits, the
   publisher's sender and paho network threads. Before t0 it loads its kernels once (Numba caches), as a
@@ -109,6 +110,7 @@ class Options:
     progress: bool = True
     profile: str = ""  # write the monitor's CPU profile (yappi) to this path
     gc_freeze: bool = False  # experiment: gc.freeze() in the monitor after start-up (vigil run does not)
+    networks: bool = True  # the shipped networks, as vigil run loads them ([models])
 
 
 # -- helpers ------------------------------------------------------------------------------------
@@ -473,6 +475,7 @@ def _monitor_main(conn: Any, opts: Options, broker_port: int, workdir: Path) -> 
             "monitor": {"site": SITE, "id": "capacity"},
             "mqtt": {"url": f"mqtt://127.0.0.1:{broker_port}", "vitals_period_s": 1.0},
             "storage": {"outbox_path": str(workdir / "outbox.db")},
+            "models": {"enabled": opts.networks, "providers": "cpu"},
         }
     )
     outbox = open_outbox(config)
@@ -570,6 +573,7 @@ def _monitor_main(conn: Any, opts: Options, broker_port: int, workdir: Path) -> 
         outbox_dropped=counts.dropped_total,
         rss_end=rss_mb(),
         gc={g: (gc_count[g], gc_longest[g]) for g in (0, 1, 2)},
+        networks=monitor.networks.summary() if monitor.networks is not None else {},
     )
     conn.send(res)
 
@@ -824,6 +828,23 @@ def report(r: Result, out: Any = sys.stdout) -> dict[str, Any]:
     )
     if o.gc_freeze:
         p("  (experiment: gc.freeze() in the monitor after start-up, which vigil run does not do)")
+    nets = m.get("networks", {})
+    beats = nets.get("ecg-beats", {})
+    if beats.get("rows"):
+        rate = beats["rows"] / wall
+        per_core = rate / max(1e-9, r.cpu_pct / 100)
+        p(
+            f"  networks: ecg-beats classified {beats['rows']:,} beats ({rate:,.0f} beats/s) in "
+            f"{beats['calls']:,} calls (largest batch {beats['largest_batch']}), inference "
+            f"{100 * beats['seconds'] / wall:.1f} % of a core; whole pipeline {per_core:,.0f} beats/s "
+            f"per core (rate / monitor CPU); not classified {beats['skipped']}"
+        )
+    for task, st in nets.items():
+        if task != "ecg-beats" and st.get("rows"):
+            p(f"  networks: {task} {st['rows']:,} windows in {st['calls']:,} calls, "
+              f"inference {100 * st['seconds'] / wall:.1f} % of a core")  # fmt: skip
+    if not o.networks:
+        p("  (networks off: --no-networks)")
     p(f"  verdict: {'KEEPS REAL TIME' if r.keeps_real_time else 'FALLS BEHIND'}")
 
     alarms = Config().alarms
@@ -887,6 +908,9 @@ def report(r: Result, out: Any = sys.stdout) -> dict[str, Any]:
         "rss_last": rs.get("last_min", math.nan),
         "rss_slope": rs.get("slope", math.nan),
         "memory_flat": flat,
+        "networks": nets,
+        "beats_per_s": beats.get("rows", 0) / wall,
+        "beats_per_s_per_core": beats.get("rows", 0) / wall / max(1e-9, r.cpu_pct / 100),
     }
 
 
@@ -915,6 +939,11 @@ def summary_block(s: dict[str, Any], cmd: str, max_devices: int | None = None) -
         f"first minute {s['rss_first']:.1f} MB, last minute {s['rss_last']:.1f} MB, slope "
         f"{s['rss_slope']:+.2f} MB/min ({flat})"
     )
+    if s.get("beats_per_s"):
+        lines.append(
+            f"  networks: {s['beats_per_s']:,.0f} beats/s classified inside the full pipeline, "
+            f"{s['beats_per_s_per_core']:,.0f} beats/s per core of monitor CPU"
+        )
     lines.append(f"  command: {cmd}")
     return "\n".join(lines)
 
@@ -940,6 +969,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--gc-freeze", action="store_true", help="experiment: gc.freeze() in the monitor after start-up"
     )
+    ap.add_argument(
+        "--no-networks", action="store_true", help="rules only: without the shipped networks ([models])"
+    )
     args = ap.parse_args(argv)
     cmd = shlex.join([sys.executable, *(sys.argv if argv is None else ["bench/capacity.py", *argv])])
     opts = Options(
@@ -955,6 +987,7 @@ def main(argv: list[str] | None = None) -> int:
         rss_every_s=args.rss_every,
         profile=str(args.profile.resolve()) if args.profile else "",
         gc_freeze=args.gc_freeze,
+        networks=not args.no_networks,
     )
     if not args.find_max:
         s = report(run_once(opts))

@@ -58,7 +58,7 @@ from __future__ import annotations
 import logging
 import math
 import statistics
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
@@ -72,6 +72,11 @@ log = logging.getLogger(__name__)
 #: Keys of :attr:`Features.model` that rules read (filled by networks when they exist).
 MODEL_BEAT_CLASSES = "beat_classes"  # AAMI labels ("N", "S", "V", "F", "Q") of the new beats
 MODEL_SEIZURE_PROBABILITY = "seizure_probability"  # in [0, 1]
+MODEL_AF_PROBABILITY = "af_probability"  # in [0, 1], of the latest rhythm window
+MODEL_RHYTHM = "rhythm"  # label of the latest rhythm window ("N", "A", "O", "~"); informational
+#: Probabilities a network reports every few seconds: the engine holds the latest for
+#: :attr:`AlarmConfig.model_hold_s`, so snapshots between two reports keep judging it.
+HELD_MODEL_VALUES = (MODEL_AF_PROBABILITY, MODEL_SEIZURE_PROBABILITY)
 #: EEG band (a key of :attr:`Features.eeg_band_powers`, :data:`vigil.kernels.eeg.BANDS`) whose
 #: power tracks rhythmic seizure discharges (3-8 Hz; theta is the kernel band closest to it).
 SEIZURE_BAND = "theta"
@@ -142,11 +147,15 @@ _SPECS: dict[str, _Spec] = {
     ),
     "asystole": _Spec(True, "s", False, "no beat for {v:.1f} s"),
     "ventricular_run": _Spec(True, "beats", False, "{v:.0f} consecutive ventricular beats"),
+    "ectopy": _Spec(True, "PVC/min", False, "{v:.0f} ventricular ectopic beats in the last minute"),
     "bradycardia": _Spec(False, "bpm", False, "HR {v:.0f} bpm (limit {t:g})"),
     "tachycardia": _Spec(True, "bpm", False, "HR {v:.0f} bpm (limit {t:g})"),
     "pause": _Spec(True, "s", False, "no beat for {v:.1f} s"),
     "irregular_rhythm": _Spec(
         True, "COSEn", False, "COSEn {v:.2f} at or above {t:g} for {d:g} s (AF screening)"
+    ),
+    "atrial_fibrillation": _Spec(
+        True, "probability", False, "AF probability {v:.2f} for {d:g} s (rhythm network)"
     ),
     "seizure": _Spec(True, "x baseline", False, "EEG line length / theta amplitude {v:.1f}x baseline"),
     "seizure_model": _Spec(True, "probability", False, "seizure probability {v:.2f}"),
@@ -190,13 +199,18 @@ class AlarmConfig:
     * ``lead_off``: 1 when the lead is off (``Features.lead_off`` or a GAP flag), else 0.
     * ``poor_signal``: quality score in [0, 1]; its threshold also closes the quality gate.
     * ``asystole``, ``pause``: seconds since the last beat.
-    * ``ventricular_run``: longest run of consecutive V beats (model hook only).
+    * ``ventricular_run``: longest run of consecutive V beats (beat network only).
+    * ``ectopy``: V beats in the last 60 s (beat network only; measured once the network has
+      labelled the device's beats for 60 s).
     * ``bradycardia``, ``tachycardia``: heart rate, bpm.
-    * ``irregular_rhythm``: COSEn of the RR window (needs >= ``min_rr_for_af`` intervals).
+    * ``irregular_rhythm``: COSEn of the RR window (needs >= ``min_rr_for_af`` intervals); not
+      measured on a device the rhythm network reads (``atrial_fibrillation`` takes over).
+    * ``atrial_fibrillation``: the rhythm network's P(AF) of the latest 10-s window (held
+      ``model_hold_s``).
     * ``seizure``: EEG line length, or the square root of :data:`SEIZURE_BAND` power, over the
       device's own baseline (whichever is higher; the square root makes a power ratio an amplitude
       ratio, like that of line length).
-    * ``seizure_model``: the model's seizure probability (model hook only).
+    * ``seizure_model``: the seizure network's probability (held ``model_hold_s``).
     * ``emg_burst``: EMG RMS over the device's own baseline.
     """
 
@@ -216,6 +230,9 @@ class AlarmConfig:
     )
     asystole: AlarmRule = AlarmRule(priority=Priority.HIGH, threshold=4.0, latching=True)
     ventricular_run: AlarmRule = AlarmRule(priority=Priority.HIGH, threshold=3.0, latching=True)
+    ectopy: AlarmRule = AlarmRule(
+        priority=Priority.LOW, threshold=10.0, clear_threshold=6.0, condition_delay_s=0.0, clear_delay_s=60.0
+    )
     bradycardia: AlarmRule = AlarmRule(
         priority=Priority.HIGH, threshold=40.0, clear_threshold=45.0, condition_delay_s=5.0, clear_delay_s=3.0
     )
@@ -232,6 +249,13 @@ class AlarmConfig:
         priority=Priority.MEDIUM,
         threshold=-1.4,
         clear_threshold=-1.6,
+        condition_delay_s=30.0,
+        clear_delay_s=30.0,
+    )
+    atrial_fibrillation: AlarmRule = AlarmRule(
+        priority=Priority.MEDIUM,
+        threshold=0.6,
+        clear_threshold=0.4,
         condition_delay_s=30.0,
         clear_delay_s=30.0,
     )
@@ -265,13 +289,15 @@ class AlarmConfig:
     silence_s: float = 120.0
     #: Fewest RR intervals in the window for a COSEn verdict.
     min_rr_for_af: int = 12
+    #: A network's latest probability (:data:`HELD_MODEL_VALUES`) stands this long (s) after its report.
+    model_hold_s: float = 15.0
     #: Baselines (EEG, EMG): median of the first ``baseline_learn_s`` of accepted values, then an
     #: exponential moving average with time constant ``baseline_tau_s``.
     baseline_learn_s: float = 60.0
     baseline_tau_s: float = 600.0
 
     def __post_init__(self) -> None:
-        for name in ("stale_after_s", "silence_s", "baseline_learn_s", "baseline_tau_s"):
+        for name in ("stale_after_s", "silence_s", "baseline_learn_s", "baseline_tau_s", "model_hold_s"):
             v = getattr(self, name)
             if not (math.isfinite(v) and v > 0):
                 raise ValueError(f"{name} must be > 0, got {v!r}")
@@ -512,6 +538,9 @@ class _Device:
     now: float = -math.inf  # latest time evaluated (snapshot or tick)
     v_run: int = 0  # consecutive V beats at the end of the latest update
     v_run_max: float | None = None  # longest V run seen by the latest update (None: no model)
+    labelled_since: float | None = None  # time of the first beat labels (None: no beat network)
+    v_beats: deque = field(default_factory=deque)  # (time, V beats) of the updates of the last minute
+    held: dict = field(default_factory=dict)  # HELD_MODEL_VALUES key -> (time, value)
     suppressed: Counter[str] = field(default_factory=Counter)
     #: The latest evaluation was of fresh data and left no alarm active, pending or clearing: a tick
     #: on the same snapshot changes nothing until the data goes stale or the device is lost.
@@ -567,8 +596,29 @@ def _ventricular_run(f: Features, dev: _Device, cfg: AlarmConfig) -> float | Non
     return dev.v_run_max
 
 
+ECTOPY_WINDOW_S = 60.0
+
+
+def _ectopy(f: Features, dev: _Device, cfg: AlarmConfig) -> float | None:
+    if dev.labelled_since is None or f.time - dev.labelled_since < ECTOPY_WINDOW_S:
+        return None
+    return float(sum(n for t, n in dev.v_beats if t > f.time - ECTOPY_WINDOW_S))
+
+
 def _irregular(f: Features, dev: _Device, cfg: AlarmConfig) -> float | None:
+    if MODEL_AF_PROBABILITY in dev.held:  # the rhythm network reads this device
+        return None
     return _finite(f.af_cosen) if f.n_rr >= cfg.min_rr_for_af else None
+
+
+def _held(key: str) -> Callable[[Features, _Device, AlarmConfig], float | None]:
+    """The measure of a network probability held for ``model_hold_s`` after its report."""
+
+    def measure(f: Features, dev: _Device, cfg: AlarmConfig) -> float | None:
+        t_v = dev.held.get(key)
+        return None if t_v is None or f.time - t_v[0] > cfg.model_hold_s else _finite(t_v[1])
+
+    return measure
 
 
 def _seizure(f: Features, dev: _Device, cfg: AlarmConfig) -> float | None:
@@ -578,11 +628,6 @@ def _seizure(f: Features, dev: _Device, cfg: AlarmConfig) -> float | None:
     return max(ratios) if ratios else None
 
 
-def _seizure_model(f: Features, dev: _Device, cfg: AlarmConfig) -> float | None:
-    p = f.model.get(MODEL_SEIZURE_PROBABILITY)
-    return None if p is None else _finite(float(p))
-
-
 _MEASURES: dict[str, Callable[[Features, _Device, AlarmConfig], float | None]] = {
     "device_lost": lambda f, d, c: f.age_s,
     "battery_low": lambda f, d, c: _finite(f.battery_pct),
@@ -590,12 +635,14 @@ _MEASURES: dict[str, Callable[[Features, _Device, AlarmConfig], float | None]] =
     "poor_signal": _poor_signal,
     "asystole": lambda f, d, c: _finite(f.since_last_beat_s),
     "ventricular_run": _ventricular_run,
+    "ectopy": _ectopy,
     "bradycardia": lambda f, d, c: _finite(f.hr_bpm),
     "tachycardia": lambda f, d, c: _finite(f.hr_bpm),
     "pause": lambda f, d, c: _finite(f.since_last_beat_s),
     "irregular_rhythm": _irregular,
+    "atrial_fibrillation": _held(MODEL_AF_PROBABILITY),
     "seizure": _seizure,
-    "seizure_model": _seizure_model,
+    "seizure_model": _held(MODEL_SEIZURE_PROBABILITY),
     "emg_burst": lambda f, d, c: d.baselines["emg_rms"].ratio(f.emg_rms),
 }
 _ALWAYS_FRESH = ("device_lost", "battery_low")
@@ -667,18 +714,33 @@ class AlarmEngine:
         dev = self._device(device)
         if dev.features is not None and features.time < dev.features.time:
             raise ValueError(f"{device}: time went backwards, {features.time} after {dev.features.time}")
-        labels = features.model.get(MODEL_BEAT_CLASSES)
-        if labels is None:
-            dev.v_run, dev.v_run_max = 0, None
-        else:
-            best, dev.v_run = longest_run([str(c) for c in labels], dev.v_run)
-            dev.v_run_max = float(best)
+        self._take_model(dev, features)
         dev.features = features
         f = features if features.time >= dev.now else _at(features, dev.now)
         dev.now = f.time
         events = self._evaluate(device, dev, f)
         self._learn_baselines(dev, f)
         return events
+
+    @staticmethod
+    def _take_model(dev: _Device, f: Features) -> None:
+        """Network outputs of snapshot ``f`` into the device's state (V runs, V beats, held values)."""
+        labels = f.model.get(MODEL_BEAT_CLASSES)
+        if labels is None:
+            dev.v_run, dev.v_run_max = 0, None
+        else:
+            labels = [str(c) for c in labels]
+            best, dev.v_run = longest_run(labels, dev.v_run)
+            dev.v_run_max = float(best)
+            if dev.labelled_since is None:
+                dev.labelled_since = f.time
+            dev.v_beats.append((f.time, labels.count("V")))
+            while dev.v_beats and dev.v_beats[0][0] <= f.time - ECTOPY_WINDOW_S:
+                dev.v_beats.popleft()
+        for key in HELD_MODEL_VALUES:
+            v = f.model.get(key)
+            if v is not None:
+                dev.held[key] = (f.time, float(v))
 
     def tick(self, now: float) -> list[Alert]:
         """Re-evaluate every device at ``now`` on its latest snapshot: device lost, delays and

@@ -235,6 +235,7 @@ _SETTING_RANGES: dict[str, tuple[float, float, bool]] = {
     "stale_after_s": (0.0, 3600.0, True),
     "silence_s": (0.0, 86_400.0, True),
     "min_rr_for_af": (1, 100_000, False),
+    "model_hold_s": (0.0, 3600.0, True),
     "baseline_learn_s": (0.0, 86_400.0, True),
     "baseline_tau_s": (0.0, 30 * 86_400.0, True),
 }
@@ -248,10 +249,12 @@ _VALUE_DOMAINS: dict[str, tuple[float | None, float | None, bool]] = {
     "poor_signal": (0.0, 1.0, False),  # quality score
     "asystole": (0.0, None, True),  # seconds since the last beat
     "ventricular_run": (1.0, None, False),  # consecutive V beats
+    "ectopy": (0.0, None, False),  # V beats per minute
     "bradycardia": (0.0, None, True),  # bpm
     "tachycardia": (0.0, None, True),  # bpm
     "pause": (0.0, None, True),  # seconds since the last beat
     "irregular_rhythm": (None, None, False),  # COSEn: any finite value
+    "atrial_fibrillation": (0.0, 1.0, False),  # probability
     "seizure": (0.0, None, True),  # ratio to the device's baseline
     "seizure_model": (0.0, 1.0, False),  # probability
     "emg_burst": (0.0, None, True),  # ratio to the device's baseline
@@ -453,6 +456,36 @@ class StorageConfig(_Section):
 
 
 @dataclass(frozen=True)
+class ModelsConfig(_Section):
+    """``[models]``: the networks the monitor runs (:mod:`vigil.edge.networks`), from ``dir`` (""
+    = the shipped zoo), each verified against its model card at load. ``vigil run`` reloads them on
+    SIGHUP; a refused model leaves the running one in place."""
+
+    enabled: bool = True
+    dir: str = ""
+    precision: str = _choice("int8", ("int8", "fp32"))
+    providers: str = _choice("auto", ("auto", "cpu", "cuda", "tensorrt"))
+    threads: int = _num(1, 1, 64)
+    ecg_beats: bool = True
+    ecg_rhythm: bool = True
+    eeg_seizure: bool = True
+    rhythm_every_s: float = _num(5.0, 0.5, 600.0)
+
+    def tasks(self) -> dict[str, dict[str, Any]]:
+        """Enabled networks: task -> options for :meth:`vigil.edge.networks.Networks.load`."""
+        if not self.enabled:
+            return {}
+        out: dict[str, dict[str, Any]] = {}
+        if self.ecg_beats:
+            out["ecg-beats"] = {}
+        if self.ecg_rhythm:
+            out["ecg-rhythm"] = {"every_s": self.rhythm_every_s}
+        if self.eeg_seizure:
+            out["eeg-seizure"] = {}
+        return out
+
+
+@dataclass(frozen=True)
 class Config(_Section):
     """The whole monitor configuration. ``alarms`` is the engine's own :class:`AlarmConfig`: pass it
     to :class:`~vigil.edge.alarms.AlarmEngine` as it is."""
@@ -462,6 +495,7 @@ class Config(_Section):
     alarms: AlarmConfig = ENGINE_DEFAULTS
     mqtt: MQTTConfig = MQTTConfig()
     storage: StorageConfig = StorageConfig()
+    models: ModelsConfig = ModelsConfig()
 
     def _check(self) -> None:
         try:

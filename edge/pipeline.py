@@ -69,9 +69,10 @@ from vigil.firmware_bridge.streams import Delivered, SignalLost, StreamChecker, 
 from vigil.firmware_bridge.transport import Item, LinkEvent, Received, Transport
 from vigil.kernels.quality import QualityFlag
 
-from .alarms import AlarmEngine
+from .alarms import AlarmEngine, Features, is_lead_off
 from .config import Config
 from .messages import Alert, Vitals
+from .networks import Networks
 from .session import DeviceSession, SessionParams, layout_of, modality_of
 
 log = logging.getLogger(__name__)
@@ -248,6 +249,7 @@ class Monitor:
         session_params: SessionParams | None = None,
         checker: StreamChecker | None = None,
         total_blocks: int | None = None,
+        networks: Networks | None = None,
     ):
         self.config = config or Config()
         self.site = self.config.monitor.site
@@ -266,6 +268,8 @@ class Monitor:
         self._sink = sink
         self._out: list[Message] = []  # emitted, not yet handed to the sink (see _flush_out)
         self._models: dict[ChannelKind, _Model] = {}
+        #: The shipped networks (:mod:`vigil.edge.networks`), fed every chunk, run once per tick.
+        self.networks = networks
         self._bad_layout: dict[Key, tuple] = {}
         self._created: dict[Key, float] = {}  # arrival time of each stream's latest session
         #: A stream's layout (rate, channel kinds) may change at most once per this many seconds;
@@ -375,6 +379,8 @@ class Monitor:
             return []
         if feats is None:
             return []
+        if self.networks is not None:
+            self._feed_networks(s, feats)
         if feats.time > self._frontier:
             if self._frontier == -math.inf:  # the first features: data-driven ticks start now
                 self._next_data_tick = feats.time
@@ -494,7 +500,17 @@ class Monitor:
             if s.kind == k:
                 s.attach_ring(window_s)
 
+    def _feed_networks(self, s: DeviceSession, feats: Features) -> None:
+        try:
+            self.networks.feed(s, s.chunk_x, s.chunk_beats, feats.quality_score, is_lead_off(feats))
+        except Exception:  # a network's preprocessing must never take the monitor down
+            self.stats.model_errors += 1
+            log.exception("%s: network preprocessing failed; its state restarts", s.name)
+            s.net_state = {}
+
     def _run_models(self, now: float) -> None:
+        if self.networks is not None:
+            self.networks.run()
         for kind, m in self._models.items():
             if now - m.last < m.every_s:
                 continue

@@ -25,6 +25,11 @@ are counted only. Replay and simulator sources run lossless (they wait for queue
 after ``seconds``, on Ctrl-C or on SIGTERM (each a clean stop: publisher flushed, outbox closed);
 when every source has ended before, the alarm engine keeps ticking (device lost, escalation) and
 commands are still applied, so latched alarms can be acknowledged.
+
+Networks: ``[models]`` names the shipped (or ``models.dir``) networks the monitor runs
+(:mod:`vigil.edge.networks`: beat classes, rhythm, EEG seizure), each verified against its card; one
+that is missing or refused is logged and left out, and the rule-only alarms go on. SIGHUP reloads
+them between two batches; a refused model keeps the running one.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import parse_qs, urlsplit
 
@@ -50,6 +56,7 @@ from .commands import Command, SeenIds
 from .config import Config, DeviceConfig
 from .fhir import FHIRSink
 from .messages import Alert
+from .networks import Networks, zoo_dir
 from .outbox import Outbox
 from .pipeline import Monitor, MonitorStats
 from .publisher import MQTTPublisher, TLSConfig
@@ -196,13 +203,44 @@ class CommandInbox:
 
 
 class RunMonitor(Monitor):
-    """A :class:`Monitor` that applies queued commands at the start of every processing batch."""
+    """A :class:`Monitor` that applies queued commands at the start of every processing batch and
+    runs the networks ``config.models`` names (unless ``networks`` is given); :meth:`request_reload`
+    (SIGHUP in ``vigil run``) reloads them between two batches."""
 
     def __init__(self, *args: Any, commands: CommandInbox, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.commands = commands
+        self._reload = threading.Event()
+        if self.networks is None and self.config.models.tasks():
+            self.networks = Networks(poor_quality=self.config.alarms.poor_signal.threshold)
+            self.reload_models()
+
+    def request_reload(self) -> None:
+        """Reload the models at the start of the next processing batch (signal-handler safe)."""
+        self._reload.set()
+
+    def reload_models(self) -> dict[str, bool]:
+        """(Re)load every configured network from ``models.dir``: task -> loaded; a refused model
+        keeps the running one (see :meth:`vigil.edge.networks.Networks.load`)."""
+        m = self.config.models
+        if self.networks is None:
+            return {}
+        root = Path(m.dir).expanduser() if m.dir else zoo_dir()
+        done = {
+            task: self.networks.load(task, root / task, m.precision, m.providers, m.threads, **opts)
+            for task, opts in m.tasks().items()
+        }
+        log.info(
+            "models from %s: %s",
+            root,
+            ", ".join(f"{t} {'ok' if ok else 'REFUSED'}" for t, ok in done.items()),
+        )
+        return done
 
     def _step(self, events: list, frames: list, tick: bool) -> None:
+        if self._reload.is_set():
+            self._reload.clear()
+            self.reload_models()
         self._emit_alerts(self.commands.drain(self))
         super()._step(events, frames, tick)
 
@@ -246,6 +284,12 @@ def stats_line(elapsed: float, s: MonitorStats, m: Monitor, c: CommandStats, sin
         f"| queue max {s.queue_high_water} | session errors {sum(s.session_errors.values())} "
         f"| commands {c.applied} (dup {c.duplicate} malformed {c.malformed})"
     )
+    if m.networks is not None:
+        nets = m.networks
+        line += " | nets " + " ".join(f"{t} {st.rows}" for t, st in nets.stats.items() if t in nets.nets)
+        line += (
+            f" (skipped {sum(nets.skipped.values())}, errors {sum(st.errors for st in nets.stats.values())})"
+        )
     outbox: Outbox = sink.outbox
     line += f" | outbox pending {outbox.counts().pending}"
     if isinstance(sink, MQTTPublisher):
@@ -340,6 +384,19 @@ def sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+@contextmanager
+def sighup_reloads(monitor: RunMonitor) -> Iterator[None]:
+    """Within the block, SIGHUP asks ``monitor`` to reload its models (where the platform has it)."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "SIGHUP"):
+        yield
+        return
+    previous = signal.signal(signal.SIGHUP, lambda signum, frame: monitor.request_reload())
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGHUP, previous)
+
+
 def run_monitor(
     config: Config, seconds: float | None = None, report_s: float = 5.0, out: TextIO = sys.stdout
 ) -> CommandStats:
@@ -362,7 +419,7 @@ def run_monitor(
         try:
             lossless = [s.lossless for s in sources]
             report = lambda: _report(monitor, inbox, sink, report_s, out)  # noqa: E731
-            with sigterm_as_interrupt():
+            with sigterm_as_interrupt(), sighup_reloads(monitor):
                 asyncio.run(_run_async(monitor, transports, lossless, seconds, report))
         except KeyboardInterrupt:
             pass

@@ -149,6 +149,13 @@ class DeviceSession:
         self.eeg: dict[str, float] = {}
         self.emg: dict[str, float] = {}
         self.model_pending: dict[str, Any] = {}
+        #: Per-network preprocessing state (owned by :class:`~vigil.edge.networks.Networks`); a
+        #: kernel restart forgets it with the kernels.
+        self.net_state: dict[str, Any] = {}
+        #: The latest chunk the kernels ran on ([samples, channels], NaN gap fill included) and, for
+        #: ECG, the beats found in it (session sample indices): what the networks are fed.
+        self.chunk_x: np.ndarray = np.zeros((0, len(self.channels)))
+        self.chunk_beats: np.ndarray = np.zeros(0, dtype=np.int64)
         self._kernels: list[Any] | None = None
         self._start_kernels()
 
@@ -171,6 +178,7 @@ class DeviceSession:
                 self.detector = QRSDetector(self.fs)
         if self.ring is not None:
             self.ring.clear()
+        self.net_state = {}
 
     def _build_kernels(self) -> None:
         fs, nch, qw = self.fs, len(self.channels), self.params.quality_window_s
@@ -274,6 +282,7 @@ class DeviceSession:
         self.bad_samples += n_bad
         self.n += len(x)
         self.chunks += 1
+        self.chunk_x = x
         if self.ring is not None:
             self.ring.write(x)
         t = max(self.time_of(self.n), self.last_time)
@@ -307,6 +316,7 @@ class DeviceSession:
 
     def _ecg(self, x: np.ndarray, t: float, common: dict[str, Any]) -> Features:
         beats = self.detector.process(x[:, 0])
+        self.chunk_beats = beats
         s = self.tracker.update(beats, self.n - 1)
         if s.last_beat < self.gap_end <= self.n:  # no beat since the gap: count from its end
             since = max(0.0, (self.n - 1 - self.gap_end) / self.fs)

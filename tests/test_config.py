@@ -78,6 +78,7 @@ def test_alarms_table_is_exactly_the_engine_schema():
         "stale_after_s",
         "silence_s",
         "min_rr_for_af",
+        "model_hold_s",
         "baseline_learn_s",
         "baseline_tau_s",
     }
@@ -147,7 +148,7 @@ def test_monitor_name_and_client_id_fall_back_to_the_host_name():
         ("monitor.sitename=x", "monitor.sitename", "unknown key"),
         ("alarms.tachy.threshold=160", "alarms.tachy", "tachycardia"),
         ("alarms.tachycardia.threshold_bpm=160", "alarms.tachycardia.threshold_bpm", "clear_threshold"),
-        ("alarms.atrial_fibrillation.enabled=false", "alarms.atrial_fibrillation", "irregular_rhythm"),
+        ("alarms.afib.enabled=false", "alarms.afib", "irregular_rhythm"),
         ("quality.window_s=5", "quality", "unknown key"),
         ("telemetry.on=true", "telemetry", "unknown key"),
         ("mqtt.enabled=yes", "mqtt.enabled", "'yes'"),
