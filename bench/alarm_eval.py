@@ -52,7 +52,9 @@ Results on the 27 shared records (13.54 h; default settings): AF screen episode 
 4 missed are 2-5 s bursts in 217), alarm +P 0.22, 1.55 false/h, duration Se 0.95, duration +P 0.19;
 tachycardia 4/6, bradycardia 4/4 and pause 4/4 with no false tachycardia or bradycardia; 5 false
 pauses and 3 false asystoles (0.59/h together, the detector missing beats in baseline jumps);
-no technical alarm raised. Findings: see the closing note of the change that added this script.
+no technical alarm raised. ``--compare`` runs the records twice, rule-only and with the shipped
+networks (``--networks``), and prints what the networks add (the AF screen by the rhythm network,
+ventricular runs and ectopy from beat classes).
 
 Data: ``--data``, else ``$VIGIL_DATA``, else ``../shared/data`` relative to the repository root,
 with the records under ``mitdb/``.

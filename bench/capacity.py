@@ -109,7 +109,7 @@ class Options:
     rss_every_s: float = 10.0
     progress: bool = True
     profile: str = ""  # write the monitor's CPU profile (yappi) to this path
-    gc_freeze: bool = False  # experiment: gc.freeze() in the monitor after start-up (vigil run does not)
+    gc_freeze: bool = True  # gc.freeze() after start-up, as vigil run does (False: the experiment without)
     networks: bool = True  # the shipped networks, as vigil run loads them ([models])
 
 
@@ -465,7 +465,7 @@ def _warm_up() -> None:
 
 def _monitor_main(conn: Any, opts: Options, broker_port: int, workdir: Path) -> None:
     from vigil.edge.config import config_from_dict
-    from vigil.edge.run import CommandInbox, RunMonitor, make_publisher, open_outbox
+    from vigil.edge.run import CommandInbox, RunMonitor, freeze_start_up, make_publisher, open_outbox
     from vigil.firmware_bridge.net import UDPTransport
 
     mon_cpus = None if opts.cpu == -1 else os.sched_getaffinity(0)
@@ -487,8 +487,7 @@ def _monitor_main(conn: Any, opts: Options, broker_port: int, workdir: Path) -> 
         raise RuntimeError("publisher did not connect")
     monitor = RunMonitor(config, pub, names=device_name, commands=inbox)
     if opts.gc_freeze:
-        gc.collect()
-        gc.freeze()  # start-up objects (modules, Numba, kernels) leave the collector's generations
+        freeze_start_up()  # as vigil run does
     ids = range(1, opts.devices + 1)  # make_devices numbers them so (no simulator import here)
     frame_s = opts.frame_samples / FS
     # fixed-size bookkeeping only, so that the bench adds nothing to the RSS it measures over time
@@ -826,8 +825,8 @@ def report(r: Result, out: Any = sys.stdout) -> dict[str, Any]:
         f"  generator sent late by p50 {1000 * g['late_p50']:.1f} ms, p99 {1000 * g['late_p99']:.1f} ms, "
         f"max {1000 * g['late_max']:.0f} ms; session errors {m['session_errors']}"
     )
-    if o.gc_freeze:
-        p("  (experiment: gc.freeze() in the monitor after start-up, which vigil run does not do)")
+    if not o.gc_freeze:
+        p("  (experiment: no gc.freeze() after start-up, which vigil run does)")
     nets = m.get("networks", {})
     beats = nets.get("ecg-beats", {})
     if beats.get("rows"):
@@ -967,7 +966,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, help="also write the summary numbers here")
     ap.add_argument("--profile", type=Path, help="write the monitor's CPU profile here (needs yappi; slow)")
     ap.add_argument(
-        "--gc-freeze", action="store_true", help="experiment: gc.freeze() in the monitor after start-up"
+        "--no-gc-freeze",
+        action="store_true",
+        help="experiment: without vigil run's gc.freeze() after start-up",
     )
     ap.add_argument(
         "--no-networks", action="store_true", help="rules only: without the shipped networks ([models])"
@@ -986,7 +987,7 @@ def main(argv: list[str] | None = None) -> int:
         max_slope=args.max_slope,
         rss_every_s=args.rss_every,
         profile=str(args.profile.resolve()) if args.profile else "",
-        gc_freeze=args.gc_freeze,
+        gc_freeze=not args.no_gc_freeze,
         networks=not args.no_networks,
     )
     if not args.find_max:

@@ -54,6 +54,7 @@ Nothing is registered by default; a failing model is counted and logged, never f
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import time
@@ -215,16 +216,14 @@ class _Model:
     last: float = -math.inf
 
 
-_QFLAG_NAMES: dict[int, tuple[str, ...]] = {}
+@functools.lru_cache(maxsize=1024)
+def _flag_names(flags: int) -> tuple[str, ...]:
+    """Names of the :class:`QualityFlag` bits set in ``flags`` (memoised: vitals ask per device)."""
+    return tuple(f.name for f in QualityFlag if f and flags & f)
 
 
 def _qflag_names(flags: int) -> list[str]:
-    names = _QFLAG_NAMES.get(flags)
-    if names is None:
-        names = tuple(f.name for f in QualityFlag if f and flags & f)
-        if len(_QFLAG_NAMES) < 1024:
-            _QFLAG_NAMES[flags] = names
-    return list(names)
+    return list(_flag_names(int(flags)))
 
 
 def _phase(key: Key) -> float:

@@ -149,7 +149,7 @@ def fit(
                 loss.backward()
                 opt.step()
                 sched.step()
-                total += float(loss) * len(idx)
+                total += loss.item() * len(idx)
                 count += len(idx)
             result.train_loss.append(total / max(count, 1))
             text = f"loss {result.train_loss[-1]:.4f}"
