@@ -121,7 +121,10 @@ class Vitals:
     ``n_rr`` intervals. Every kind: ``quality_score`` in [0, 1] and ``quality_flags`` (names of
     :class:`~vigil.kernels.quality.QualityFlag` bits), ``lead_off``. ``eeg`` (line length, band
     powers) and ``emg`` (rms, mav, envelope) summaries for those kinds; ``stream`` holds link
-    counters (frames, gaps, samples lost, resets, frames dropped by backpressure).
+    counters (frames, gaps, samples lost, resets, frames dropped by backpressure). ``networks``: what
+    the monitor's networks said of the device (:mod:`vigil.edge.networks`): ``beats`` (classified
+    beats per AAMI class since the stream started), ``rhythm`` and ``af_probability`` (latest 10-s
+    window), ``seizure_probability`` (latest EEG window); empty without networks.
     """
 
     site: str
@@ -142,6 +145,7 @@ class Vitals:
     eeg: dict[str, Any] = field(default_factory=dict)
     emg: dict[str, Any] = field(default_factory=dict)
     stream: dict[str, Any] = field(default_factory=dict)
+    networks: dict[str, Any] = field(default_factory=dict)
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
     monitor_time: str = field(default_factory=_now_iso)
 

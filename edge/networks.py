@@ -410,10 +410,17 @@ class Networks:
                 at += len(rows)
 
     def deliver(self, session: Any, out: dict[str, Any]) -> None:
-        """Merge one session's outputs into its next snapshot (beat labels append, values replace)."""
-        pending = session.model_pending
-        if MODEL_BEAT_CLASSES in out and MODEL_BEAT_CLASSES in pending:
-            out = {**out, MODEL_BEAT_CLASSES: list(pending[MODEL_BEAT_CLASSES]) + out[MODEL_BEAT_CLASSES]}
+        """Merge one session's outputs into its next snapshot (beat labels append, values replace)
+        and into its vitals summary (beat counts per class, latest values)."""
+        pending, summary = session.model_pending, session.net_summary
+        labels = out.get(MODEL_BEAT_CLASSES)
+        if labels is not None:
+            counts = summary.setdefault("beats", {})
+            for c in labels:
+                counts[c] = counts.get(c, 0) + 1
+            if MODEL_BEAT_CLASSES in pending:
+                out = {**out, MODEL_BEAT_CLASSES: list(pending[MODEL_BEAT_CLASSES]) + labels}
+        summary.update((k, v) for k, v in out.items() if k != MODEL_BEAT_CLASSES)
         pending.update(out)
 
     def summary(self) -> dict[str, Any]:

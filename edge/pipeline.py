@@ -478,6 +478,7 @@ class Monitor:
             eeg=dict(s.eeg),
             emg=dict(s.emg),
             stream=stream,
+            networks={k: dict(v) if isinstance(v, dict) else v for k, v in s.net_summary.items()},
             **kw,
         )
 

@@ -152,6 +152,8 @@ class DeviceSession:
         #: Per-network preprocessing state (owned by :class:`~vigil.edge.networks.Networks`); a
         #: kernel restart forgets it with the kernels.
         self.net_state: dict[str, Any] = {}
+        #: What the networks said of this stream, for its vitals (see Vitals.networks).
+        self.net_summary: dict[str, Any] = {}
         #: The latest chunk the kernels ran on ([samples, channels], NaN gap fill included) and, for
         #: ECG, the beats found in it (session sample indices): what the networks are fed.
         self.chunk_x: np.ndarray = np.zeros((0, len(self.channels)))
@@ -178,7 +180,7 @@ class DeviceSession:
                 self.detector = QRSDetector(self.fs)
         if self.ring is not None:
             self.ring.clear()
-        self.net_state = {}
+        self.net_state, self.net_summary = {}, {}
 
     def _build_kernels(self) -> None:
         fs, nch, qw = self.fs, len(self.channels), self.params.quality_window_s

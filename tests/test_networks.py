@@ -15,7 +15,7 @@ import pytest
 from vigil.edge.alarms import MODEL_BEAT_CLASSES, AlarmEngine, Features
 from vigil.edge.beat_classes import BeatClassifier, classify_signal
 from vigil.edge.config import config_from_dict
-from vigil.edge.messages import AlarmState, Alert
+from vigil.edge.messages import AlarmState, Alert, Vitals
 from vigil.edge.networks import Networks, load_networks, zoo_dir
 from vigil.edge.pipeline import Monitor
 from vigil.edge.run import CommandInbox, RunMonitor
@@ -75,6 +75,12 @@ def test_monitor_beat_classes_equal_the_offline_path_and_are_batched_across_devi
     assert st.rows == sum(len(v) for v in nets.labels.values()) and st.errors == 0
     assert st.largest_batch >= 2 and st.calls < st.rows  # both devices' beats in one call per tick
     assert _raised(out, "ectopy")  # ~30 PVCs a minute
+    # the vitals carry the class counts: what the network said so far (the latest vitals lag a little)
+    vitals = [v for v in out if isinstance(v, Vitals) and v.device == "1"]
+    beats = vitals[-1].networks["beats"]
+    assert 0 < sum(beats.values()) <= len(nets.labels["1"])
+    assert beats == dict(Counter(nets.labels["1"][: sum(beats.values())]))
+    assert Vitals.from_json(vitals[-1].to_json()) == vitals[-1]
 
 
 def test_windows_over_gaps_and_poor_signal_are_counted_not_classified(data_dir: Path):
