@@ -234,6 +234,21 @@ class Snapshot:
     signal_s: float = 0.0
 
 
+def _network_text(s: Any) -> str:
+    """What the networks said of the device: beats per class (N/S/V...), rhythm, P(seizure)."""
+    n = s.net_summary
+    parts = []
+    if n.get("beats"):
+        parts.append(
+            " ".join(f"{c}{k}" for c, k in sorted(n["beats"].items(), key=lambda x: "NSVFQ".find(x[0])))
+        )
+    if "rhythm" in n:
+        parts.append(f"rhythm {n['rhythm']} (AF {n.get('af_probability', math.nan):.2f})")
+    if "seizure_probability" in n:
+        parts.append(f"P(seizure) {n['seizure_probability']:.2f}")
+    return ("  net: " + ", ".join(parts)) if parts else ""
+
+
 def _vitals_text(s: Any) -> str:
     if s.kind == ChannelKind.ECG:
         r = s.rhythm
@@ -246,12 +261,14 @@ def _vitals_text(s: Any) -> str:
             parts.append(f"SDNN {w.sdnn_ms:3.0f} ms")
         if math.isfinite(w.cosen):
             parts.append(f"COSEn {w.cosen:+.2f}")
-        return "  ".join(parts)
+        return "  ".join(parts) + _network_text(s)
     if s.kind == ChannelKind.EEG:
         e = s.eeg
         if not e:
             return "-"
-        return f"line length {e['line_length']:6.1f}  theta {e.get('theta', math.nan):7.1f}"
+        return f"line length {e['line_length']:6.1f}  theta {e.get('theta', math.nan):7.1f}" + _network_text(
+            s
+        )
     e = s.emg
     return f"RMS {e['rms']:.3f} mV" if "rms" in e else "-"
 
