@@ -832,9 +832,18 @@ def to_json(results: Sequence[RecordResult], totals: dict, args: dict) -> dict:
 
 
 def run_all(
-    root: Path, names: Sequence[str], config: Config, ack_after: float, networks: str
+    root: Path,
+    names: Sequence[str],
+    config: Config,
+    ack_after: float,
+    networks: str,
+    beat_folds: Path | None = None,
 ) -> tuple[list[RecordResult], dict, float]:
-    """Evaluate ``names``; ``networks``: "none", "zoo" (the shipped models) or a model folder."""
+    """Evaluate ``names``; ``networks``: "none", "zoo" (the shipped models) or a model folder.
+
+    ``beat_folds``: a folder of ``<record>/ecg-beats.*`` fold models: each record's beats are then
+    classified by the network trained without it; a record without one uses the shipped model (said
+    on stderr)."""
     t0 = time.perf_counter()
     results, tasks = [], []
     for name in names:
@@ -845,6 +854,13 @@ def run_all(
             nets = load_networks(
                 folder, m.tasks(), m.precision, "cpu", 1, config.alarms.poor_signal.threshold
             )
+            fold = beat_folds / name / "ecg-beats" if beat_folds is not None else None
+            if fold is not None and fold.with_suffix(".card.json").exists() and "ecg-beats" in nets.nets:
+                if not nets.load("ecg-beats", fold, m.precision, "cpu", 1):
+                    raise SystemExit(f"fold model {fold} refused")
+                print(f"  {name}: ecg-beats fold model (trained without {name})", file=sys.stderr)
+            elif beat_folds is not None and "ecg-beats" in nets.nets:
+                print(f"  {name}: no fold model; the shipped ecg-beats", file=sys.stderr)
             tasks = list(nets.nets)
         r = evaluate_record(root / name, config, ack_after, nets)
         results.append(r)
@@ -886,6 +902,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="acknowledge a latched alarm this many seconds after it is raised (10)")  # fmt: skip
     p.add_argument("--networks", default="none",
                    help="none (rule-only, default), zoo (the shipped models) or a model folder")  # fmt: skip
+    p.add_argument("--beat-folds", type=Path,
+                   help="folder of <record>/ecg-beats.* fold models, each without its record")  # fmt: skip
     p.add_argument("--compare", action="store_true",
                    help="run rule-only and with --networks (default zoo); print the gain")  # fmt: skip
     p.add_argument("--per-record", action="store_true", help="print the per-record table")
@@ -898,7 +916,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.compare and a.networks == "none":
         a.networks = "zoo"
     rule = run_all(root, names, config, a.ack_after, "none") if a.compare else None
-    results, totals, wall = run_all(root, names, config, a.ack_after, a.networks)
+    results, totals, wall = run_all(root, names, config, a.ack_after, a.networks, a.beat_folds)
     print(f"records: {len(names)} ({', '.join(names)}); lead 0; default alarm settings; "
           f"latched alarms acknowledged {a.ack_after:g} s after raise; networks: "
           f"{', '.join(totals['networks']) or 'none'}")  # fmt: skip
