@@ -2,8 +2,8 @@
 
 Each WFDB record (its first signal) goes through the "rhythm-strip/1" preprocessing
 (:mod:`vigil.kernels.rhythm_strip`, at whatever rate the record has) and the shipped ``ecg-rhythm``
-network (INT8 by default, ONNX Runtime; no torch). The strip's label is the arg-max of the mean
-softmax over its classified windows, printed as ``record label`` with the CinC 2017 labels:
+network (INT8 by default, ONNX Runtime; no torch). The strip's label is the arg-max of the softmax
+of the mean logits over its classified windows, printed as ``record label`` with the CinC 2017 labels:
 ``N`` normal, ``A`` atrial fibrillation, ``O`` other rhythm, ``~`` noisy. Windows with NaN or absurd
 samples are not classified; a strip with no classifiable window is reported as ``~`` (a note on
 stderr says how many windows were skipped). A record that cannot be read is reported on stderr and

@@ -21,16 +21,22 @@ Steps (:func:`prepare_strip`, then :func:`cut_windows` at chosen starts):
 4. **Beats**: Vigil's own QRS detector (:func:`vigil.kernels.qrs.detect`) on the whole resampled strip.
 5. **Windows** (:func:`cut_windows`): ``window_s`` seconds from each start; a strip shorter than one
    window is zero-padded at the end. Each window is centred on its median and divided by its
-   typical R amplitude (median over 2-s blocks of the block's largest ``|x|``), then clipped to
-   ``+-clip`` (artefact spikes cannot dominate, and INT8 sees a bounded input range).
+   typical R amplitude (median over 2-s blocks of the block's largest ``|x|``), then compressed
+   by ``asinh(x / knee)`` (linear below ``knee`` R amplitudes, logarithmic above) and clipped to
+   ``+-clip``. The compression is for INT8: with a linear scale, one INT8 step of an input ranging
+   over QRS peaks and artefacts is a large fraction of a P wave or of AF's fibrillatory waves, and
+   the network's decisions moved with that rounding; compressed, small waves span many steps.
 6. **RR features** (:func:`rr_features`) of the beats inside each window: heart rate, dispersion
    (CV, RMSSD, pNN50 relative to the mean RR), COSEn (Lake & Moorman, from
    :func:`vigil.kernels.rhythm.hrv`), extremes of RR, the share of large successive changes and how
    much of the window the beats cover (low for noise or lead-off). Each is scaled to about unit
    range and clipped.
 
-:func:`strip_windows` is the runtime entry: sliding windows with ``hop_s`` hop plus one window aligned
-with the strip's end, so every sample is seen; the network's outputs are averaged over them.
+:func:`strip_windows` is the runtime entry for a recorded strip: sliding windows with ``hop_s`` hop plus
+one window aligned with the strip's end, so every sample is seen; the network's outputs are combined
+over them (:func:`record_probabilities`). :func:`windows_from_signal` is the entry for live streams:
+the last ``window_s`` seconds of each of a batch of buffers (one per device), each prepared on its
+own, one window per buffer.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import NamedTuple
 
 import numpy as np
 
@@ -76,9 +83,10 @@ class StripParams:
 
     fs: float = 100.0  # model rate (Hz)
     window_s: float = 10.0
-    hop_s: float = 5.0
+    hop_s: float = 2.5
     band_hz: tuple[float, float] = (0.5, 40.0)
-    clip: float = 8.0  # normalised amplitude limit (multiples of the R amplitude)
+    knee: float = 0.25  # asinh compression knee (multiples of the R amplitude)
+    clip: float = 5.0  # limit of the compressed window
 
     @property
     def window(self) -> int:
@@ -96,6 +104,7 @@ class StripParams:
             "window_s": self.window_s,
             "hop_s": self.hop_s,
             "band_hz": list(self.band_hz),
+            "knee": self.knee,
             "clip": self.clip,
             "rr_features": list(RR_FEATURES),
         }
@@ -112,6 +121,7 @@ class StripParams:
             window_s=float(pre["window_s"]),
             hop_s=float(pre["hop_s"]),
             band_hz=tuple(float(v) for v in pre["band_hz"]),
+            knee=float(pre["knee"]),
             clip=float(pre["clip"]),
         )
 
@@ -207,10 +217,10 @@ def prepare_strip(x: np.ndarray, fs: float, params: StripParams | None = None) -
     return Strip(xs, bad_cum, fs_in, np.asarray(beats, dtype=np.int64), p, margin)
 
 
-def normalise(w: np.ndarray, n_valid: int, fs: float, clip: float) -> np.ndarray:
+def normalise(w: np.ndarray, n_valid: int, fs: float, knee: float, clip: float) -> np.ndarray:
     """Window ``w`` centred on the median of its first ``n_valid`` samples, divided by its typical
-    R amplitude (median over 2-s blocks of the block max ``|x|``), clipped to ``+-clip``; the
-    padding after ``n_valid`` is zero."""
+    R amplitude (median over 2-s blocks of the block max ``|x|``), compressed by ``asinh(x / knee)``
+    and clipped to ``+-clip``; the padding after ``n_valid`` is zero."""
     v = w[:n_valid]
     out = np.zeros(len(w), dtype=np.float64)
     if n_valid == 0:
@@ -222,7 +232,7 @@ def normalise(w: np.ndarray, n_valid: int, fs: float, clip: float) -> np.ndarray
     scale = float(np.median(peaks))
     if not scale > 1e-9:
         scale = 1.0
-    out[:n_valid] = np.clip(c / scale, -clip, clip)
+    out[:n_valid] = np.clip(np.arcsinh(c / (scale * knee)), -clip, clip)
     return out
 
 
@@ -289,7 +299,7 @@ def cut_windows(strip: Strip, starts: np.ndarray) -> StripWindows:
             continue
         seg = np.zeros(w)
         seg[: e - s] = strip.x[s:e]
-        ecg.append(normalise(seg, e - s, p.fs, p.clip))
+        ecg.append(normalise(seg, e - s, p.fs, p.knee, p.clip))
         inside = strip.beats[(strip.beats >= s) & (strip.beats < e)] - s
         rr.append(rr_features(inside, e - s, p.fs))
         keep.append(s)
@@ -309,13 +319,53 @@ def strip_windows(x: np.ndarray, fs: float, params: StripParams | None = None) -
     return cut_windows(strip, window_starts(len(strip), strip.params))
 
 
+class SignalWindows(NamedTuple):
+    """One network window per buffer of :func:`windows_from_signal` (row ``i`` is buffer ``i``)."""
+
+    ecg: np.ndarray  # float32 [n, 1, window]; zero where not ok
+    rr: np.ndarray  # float32 [n, len(RR_FEATURES)]; zero where not ok
+    ok: np.ndarray  # bool [n]: False where the window overlaps NaN / absurd samples (count, don't classify)
+
+    def inputs(self) -> dict[str, np.ndarray]:
+        """The network's input mapping for the classifiable rows only (``ok``)."""
+        return {"ecg": self.ecg[self.ok], "rr": self.rr[self.ok]}
+
+
+def windows_from_signal(x: np.ndarray, fs: float, params: StripParams | None = None) -> SignalWindows:
+    """The live-stream entry: the last ``window_s`` seconds of each buffer -> one network window each.
+
+    ``x`` is ``[n, samples]`` (e.g. each device's ring buffer of the last 10 s, all at ``fs`` Hz) or one
+    1-D buffer (``n = 1``). Each row goes through :func:`prepare_strip` on its own and the window that
+    ends with the row is cut (:func:`cut_windows`); a row shorter than a window is zero-padded at the
+    end, like a short strip. A longer row (a few seconds more than the window) lets the band-pass and
+    the QRS detector settle before the window starts. Rows whose window depends on bad samples come
+    back with ``ok`` False and zero inputs."""
+    p = params or StripParams()
+    a = np.asarray(x)
+    if a.ndim == 1:
+        a = a[None, :]
+    if a.ndim != 2:
+        raise ValueError(f"x must be [buffers, samples] or [samples], got shape {a.shape}")
+    n, w, k = len(a), p.window, len(RR_FEATURES)
+    ecg, rr, ok = np.zeros((n, 1, w), np.float32), np.zeros((n, k), np.float32), np.zeros(n, bool)
+    for i, row in enumerate(a):
+        strip = prepare_strip(row, fs, p)
+        win = cut_windows(strip, np.array([max(0, len(strip) - w)]))
+        if len(win.ecg):
+            ecg[i], rr[i], ok[i] = win.ecg[0], win.rr[0], True
+    return SignalWindows(ecg, rr, ok)
+
+
 def record_probabilities(scores: np.ndarray) -> np.ndarray:
     """A strip's class probabilities from its windows' network scores (logits ``[windows, classes]``):
-    the mean of the windows' softmax. NaN for a strip without classified windows."""
+    the softmax of the windows' mean logits, i.e. the normalised geometric mean of the windows'
+    probabilities (each window's evidence multiplies; one confident window does not outvote many).
+    NaN for a strip without classified windows."""
     s = np.asarray(scores, dtype=np.float64)
     if s.ndim != 2:
         raise ValueError(f"scores must be [windows, classes], got shape {s.shape}")
     if len(s) == 0:
         return np.full(s.shape[1], np.nan)
-    e = np.exp(s - s.max(axis=1, keepdims=True))
-    return (e / e.sum(axis=1, keepdims=True)).mean(axis=0)
+    m = s.mean(axis=0)
+    e = np.exp(m - m.max())
+    return e / e.sum()

@@ -28,6 +28,7 @@ from vigil.kernels.rhythm_strip import (
     rr_features,
     strip_windows,
     window_starts,
+    windows_from_signal,
 )
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "cinc2017"
@@ -94,11 +95,13 @@ def test_normalise_against_plain_numpy():
     w = rng.standard_normal(1000) * 0.1 + 5.0
     w[::80] += 3.0  # "R peaks" every 0.8 s
     w[500] = 400.0  # an artefact spike
-    got = normalise(w.copy(), 900, 100.0, 8.0)
+    got = normalise(w.copy(), 900, 100.0, 0.25, 5.0)
     c = w[:900] - np.median(w[:900])
     scale = np.median([np.abs(c[i : i + 200]).max() for i in range(0, 800, 200)])
-    np.testing.assert_allclose(got[:900], np.clip(c / scale, -8, 8))
-    assert np.all(got[900:] == 0) and got[500] == 8.0
+    np.testing.assert_allclose(got[:900], np.clip(np.arcsinh(c / scale / 0.25), -5, 5))
+    assert np.all(got[900:] == 0) and got[500] == 5.0  # the spike is clipped
+    r = got[np.arange(0, 900, 80)]  # R peaks: about asinh(1 / 0.25)
+    assert np.allclose(r, np.arcsinh(4.0), atol=0.3)
 
 
 def test_rr_features_against_numpy_formulas():
@@ -129,10 +132,10 @@ def test_rr_features_against_numpy_formulas():
 
 def test_window_starts_cover_the_strip():
     w, hop = P.window, P.hop
-    assert window_starts(3000, P).tolist() == [0, 500, 1000, 1500, 2000]
-    assert window_starts(3100, P).tolist() == [0, 500, 1000, 1500, 2000, 2100]
+    assert hop == 250 and w == 1000
+    assert window_starts(3000, P).tolist() == list(range(0, 2001, 250))
+    assert window_starts(3100, P).tolist() == [*range(0, 2001, 250), 2100]  # the last one ends the strip
     assert window_starts(w - 1, P).tolist() == [0]
-    assert hop == 500 and w == 1000
 
 
 def test_short_strip_is_padded():
@@ -144,24 +147,66 @@ def test_short_strip_is_padded():
 
 
 def test_nan_windows_are_skipped_and_counted():
-    x, fs = _record("A00008")  # 60 s -> windows starting every 5 s, 0-50 s
+    x, fs = _record("A00008")  # 60 s -> windows starting every 2.5 s, 0-50 s
     clean = strip_windows(x, fs)
     bad = x.copy()
-    bad[int(31.0 * fs) : int(31.5 * fs)] = np.nan  # in the windows starting at 25 and 30 s
+    bad[int(31.0 * fs) : int(31.5 * fs)] = np.nan  # in the windows starting at 22.5, 25, 27.5 and 30 s
     bad[int(58.0 * fs)] = np.inf  # in the last window (50-60 s)
     got = strip_windows(bad, fs)
-    assert got.n_windows == clean.n_windows == 11
-    assert got.n_skipped == 3
-    assert sorted(set(clean.start.tolist()) - set(got.start.tolist())) == [2500, 3000, 5000]
+    assert got.n_windows == clean.n_windows == 21
+    assert got.n_skipped == 5
+    assert sorted(set(clean.start.tolist()) - set(got.start.tolist())) == [2250, 2500, 2750, 3000, 5000]
     assert np.all(np.isfinite(got.ecg)) and np.all(np.isfinite(got.rr))
-    before = clean.start < 2500  # before the gap: the same windows (up to the strip median's shift)
+    before = clean.start < 2250  # before the gap: the same windows (up to the strip median's shift)
     np.testing.assert_allclose(got.ecg[: before.sum()], clean.ecg[before], atol=1e-3)
     np.testing.assert_array_equal(got.rr[: before.sum()], clean.rr[before])
     edge = x.copy()
-    edge[int(35.05 * fs)] = np.nan  # 0.05 s after the window 25-35 s: inside its anti-alias filter
+    edge[int(35.05 * fs)] = np.nan  # 0.05 s after the window 25-35 s: inside its anti-alias filter's reach
     assert 2500 not in strip_windows(edge, fs).start
     nothing = strip_windows(np.full(3000, np.nan), fs)
     assert nothing.n_windows == nothing.n_skipped == 1 and nothing.ecg.shape == (0, 1, P.window)
+
+
+def test_live_buffers_give_the_strip_windows_at_any_device_rate():
+    """A batch of 10-s ring buffers (one per device), each prepared on its own, gives the windows the
+    whole strip gives at the same place (band-pass and QRS detector started fresh on each buffer),
+    and the same windows whether the device sends 300 Hz or 250 Hz."""
+    x, fs = _record("A00008")
+    ends = np.arange(10.0, 60.0, 5.0)
+    bufs = np.stack([x[int((e - 10) * fs) : int(e * fs)] for e in ends])
+    live = windows_from_signal(bufs, fs, P)
+    ref = cut_windows(prepare_strip(x, fs, P), (ends * P.fs).astype(np.int64) - P.window)
+    assert live.ecg.shape == (len(ends), 1, P.window) and live.rr.shape == (len(ends), len(RR_FEATURES))
+    assert live.ok.all()
+    for a, b in zip(live.ecg[:, 0], ref.ecg[:, 0], strict=True):
+        assert np.corrcoef(a, b)[0, 1] > 0.98  # the fresh filter's start-up is the only difference
+        assert np.corrcoef(a[100:], b[100:])[0, 1] > 0.999
+    np.testing.assert_allclose(live.rr, ref.rr, atol=1e-6)  # the same beats
+    patch = windows_from_signal(ss.resample_poly(bufs, 5, 6, axis=1), 250.0, P)  # a 250 Hz patch
+    for a, b in zip(live.ecg[:, 0], patch.ecg[:, 0], strict=True):
+        assert np.corrcoef(a, b)[0, 1] > 0.999
+    np.testing.assert_allclose(patch.rr, live.rr, atol=0.02)
+    one = windows_from_signal(bufs[3], fs, P)  # a single 1-D buffer
+    np.testing.assert_array_equal(one.ecg, live.ecg[3:4])
+
+
+def test_live_buffers_with_bad_samples_are_flagged_not_classified():
+    x, fs = _record("A00001")
+    bufs = np.stack([x[:3000], x[3000:6000], x[6000:9000]]).copy()
+    bufs[1, 1500] = np.nan
+    live = windows_from_signal(bufs, fs, P)
+    assert live.ok.tolist() == [True, False, True]
+    assert not live.ecg[1].any() and not live.rr[1].any()
+    inp = live.inputs()
+    np.testing.assert_array_equal(inp["ecg"], live.ecg[[0, 2]])
+    assert inp["rr"].shape == (2, len(RR_FEATURES))
+    longer = windows_from_signal(x[:4500], fs, P)  # 15 s: the window is the last 10 s
+    ref = cut_windows(prepare_strip(x[:4500], fs, P), np.array([500]))
+    np.testing.assert_array_equal(longer.ecg, ref.ecg)
+    short = windows_from_signal(x[:1500], fs, P)  # 5 s: zero-padded like a short strip
+    assert short.ok[0] and not short.ecg[0, 0, 501:].any()
+    with pytest.raises(ValueError, match="buffers, samples"):
+        windows_from_signal(np.zeros((2, 3, 100)), fs, P)
 
 
 def test_cut_windows_rejects_starts_outside_the_strip():
@@ -172,9 +217,13 @@ def test_cut_windows_rejects_starts_outside_the_strip():
         prepare_strip(np.zeros((100, 2)), 300.0)
 
 
-def test_record_probabilities_is_the_mean_softmax():
+def test_record_probabilities_is_the_softmax_of_the_mean_logits():
     z = np.random.default_rng(2).standard_normal((7, 4)) * 5
-    np.testing.assert_allclose(record_probabilities(z), softmax(z, axis=1).mean(0))
+    got = record_probabilities(z)
+    np.testing.assert_allclose(got, softmax(z.mean(0)))
+    geo = np.exp(np.log(softmax(z, axis=1)).mean(0))  # the normalised geometric mean of the windows'
+    np.testing.assert_allclose(got, geo / geo.sum())
+    np.testing.assert_allclose(record_probabilities(z + 1000.0), got)  # no overflow
     assert np.isnan(record_probabilities(np.zeros((0, 4)))).all()
 
 
