@@ -1,0 +1,243 @@
+#!/usr/bin/env python
+"""ecg-beats speed: INT8 vs FP32 ONNX Runtime vs torch eager, batch 1, 64 and 1024 beats, one core.
+
+All peers run in this one process, pinned to one CPU core (ONNX Runtime and torch get one thread
+each), on the same real inputs: the ``beat-window/1`` windows of the detected beats of a vendored
+MIT-BIH record (default ``data/mitdb/208``), repeated to fill a batch. Peers are timed in turns so
+that load from other processes hits them alike; the median time per call is reported with the
+ratios ``FP32 / INT8`` (the INT8 speed-up) and ``torch / FP32``. Then:
+
+* single-window latency (p50 / p99 over ``--runs`` calls) of INT8 and FP32, and the issue's floors
+  (INT8 >= 1.5x FP32 at batch 1024; single-window p99 <= 1 ms);
+* what ONNX Runtime's graph optimisation level does at batch 1024 (basic / extended / all);
+* ``--u8``: an experiment, not a shipped artifact: the same network quantized with *asymmetric
+  uint8* activations (QDQ, u8s8), which x86 MLAS kernels prefer; it needs the train extra (onnx)
+  and the shared data for calibration windows. TensorRT's explicit quantization takes only
+  symmetric int8 (zero point 0), so this variant would not be TensorRT-compatible;
+* beats classified per second per core by the whole chain (streaming QRS detector, beat windows,
+  INT8 network; 1-s chunks), from CPU time.
+
+    .venv/bin/python bench/beat_classifier.py
+    .venv/bin/python bench/beat_classifier.py --u8 --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+BATCHES = (1, 64, 1024)
+
+
+def _windows(record: Path, params) -> tuple[dict[str, np.ndarray], np.ndarray, float]:
+    from vigil.firmware_bridge.replay import read_wfdb
+    from vigil.kernels.beat_features import beat_inputs
+    from vigil.kernels.qrs import QRSDetector
+
+    rec = read_wfdb(record, channels=[0], annotator=None)
+    x = rec.signal[:, 0]
+    det = QRSDetector(rec.fs)
+    beats = np.concatenate([det.process(x), det.finish()])
+    b, _ = beat_inputs(x, rec.fs, beats, params)
+    return {"beat": b.beat[b.valid], "rr": b.rr[b.valid]}, x, rec.fs
+
+
+def _batch(x: dict[str, np.ndarray], n: int, offset: int = 0) -> dict[str, np.ndarray]:
+    idx = (offset + np.arange(n)) % len(x["rr"])
+    return {k: np.ascontiguousarray(v[idx]) for k, v in x.items()}
+
+
+def _ort(path: Path, level: str = "all") -> Callable[[dict], np.ndarray]:
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = so.inter_op_num_threads = 1
+    so.graph_optimization_level = {
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    }[level]
+    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    return lambda feed: sess.run(None, feed)[0]
+
+
+def _torch(pt: Path) -> Callable[[dict], np.ndarray] | None:
+    if not pt.is_file():  # the weights are written by `vigil train ecg-beats`
+        return None
+    try:
+        import torch
+
+        from vigil.models.beats import build_model
+    except ImportError:
+        return None
+    torch.set_num_threads(1)
+    ckpt = torch.load(pt, weights_only=True)
+    model = build_model(ckpt["net"], ckpt.get("members", 1))
+    model.load_state_dict(ckpt["state_dict"])
+    model.eval()
+
+    def run(feed: dict) -> np.ndarray:
+        with torch.no_grad():
+            return model(torch.from_numpy(feed["beat"]), torch.from_numpy(feed["rr"])).numpy()
+
+    return run
+
+
+def _round_robin(peers: dict[str, Callable], feed: dict, seconds: float) -> dict[str, float]:
+    """Median seconds per call of each peer, timed in turns for about ``seconds`` in all."""
+    for fn in peers.values():
+        fn(feed)
+    times: dict[str, list[float]] = {k: [] for k in peers}
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end or min(len(v) for v in times.values()) < 5:
+        for k, fn in peers.items():
+            t0 = time.perf_counter()
+            fn(feed)
+            times[k].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def _latency(peers: dict[str, Callable], x: dict, runs: int) -> dict[str, tuple[float, float]]:
+    """p50 / p99 (ms) of single-window calls on changing real windows, peers interleaved."""
+    for fn in peers.values():
+        for i in range(50):
+            fn(_batch(x, 1, i))
+    t = {k: np.empty(runs) for k in peers}
+    for i in range(runs):
+        feed = _batch(x, 1, i)
+        for k, fn in peers.items():
+            t0 = time.perf_counter()
+            fn(feed)
+            t[k][i] = time.perf_counter() - t0
+    return {k: tuple(float(v) for v in np.percentile(a, [50, 99]) * 1e3) for k, a in t.items()}
+
+
+def _u8_variant(fp32: Path, out: Path, data: Path) -> Path:
+    """The FP32 model quantized with asymmetric uint8 activations (experiment; see the docstring)."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from vigil.export.quantize import ArrayReader
+    from vigil.models.beats import CALIB_WINDOWS, DS1, _load, _present, stratified
+
+    root = data / "mitdb"
+    recs = _load(root, _present(root, DS1), None)
+    calib, _, _ = stratified(list(recs.values()), CALIB_WINDOWS, np.random.default_rng(0))
+    pre = out.with_suffix(".pre.onnx")
+    quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
+    quantize_static(
+        str(pre), str(out), ArrayReader(calib), quant_format=QuantFormat.QDQ, per_channel=True,
+        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+        calibrate_method=CalibrationMethod.MinMax, extra_options={"WeightSymmetric": True},
+    )  # fmt: skip
+    return out
+
+
+def _pipeline_rate(x: np.ndarray, fs: float, model: Path) -> tuple[int, float]:
+    """(beats classified, CPU seconds) of the whole chain on one lead, 1-s chunks, INT8."""
+    from vigil.edge.beat_classes import BeatClassifier, classify_signal
+
+    clf = BeatClassifier(model, "int8", providers="cpu", threads=1)
+    classify_signal(x[: int(20 * fs)], fs, clf)  # warm-up (Numba, ORT)
+    t0 = time.process_time()
+    _, cls, _ = classify_signal(x, fs, clf)
+    return int((cls >= 0).sum()), time.process_time() - t0
+
+
+def main() -> int:
+    from vigil.export.card import load_card, verified_artifact
+    from vigil.kernels.beat_features import BeatWindowParams
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", default=str(REPO / "models" / "zoo" / "ecg-beats"), help="card or stem")
+    ap.add_argument("--record", default=str(REPO / "data" / "mitdb" / "208"), help="WFDB record")
+    ap.add_argument("--runs", type=int, default=2000, help="single-window calls for p50/p99 (default 2000)")
+    ap.add_argument("--seconds", type=float, default=6.0, help="timing budget per batch size (default 6)")
+    ap.add_argument("--cpu", type=int, default=None, help="core to pin to (default: the first allowed)")
+    ap.add_argument("--u8", action="store_true", help="also time a uint8-activation variant (experiment)")
+    ap.add_argument("--data", default=os.environ.get("VIGIL_DATA", str(REPO.parent / "shared" / "data")))
+    ap.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    args = ap.parse_args()
+
+    cpu = args.cpu if args.cpu is not None else min(os.sched_getaffinity(0))
+    os.sched_setaffinity(0, {cpu})
+    card = load_card(Path(args.model))
+    folder = Path(args.model).parent
+    paths = {p: verified_artifact(card, folder, p) for p in ("int8", "fp32")}
+    peers = {p: _ort(paths[p]) for p in ("int8", "fp32")}
+    eager = _torch(folder / f"{card.name}.pt")
+    if eager is not None:
+        peers["torch"] = eager
+    x, lead, fs = _windows(Path(args.record), BeatWindowParams.from_card(card.preprocessing))
+    print(
+        f"{card.name} {card.version}: {len(x['rr'])} real beats of record {Path(args.record).name} "
+        f"({card.inputs['beat'][1:]} + rr {card.inputs['rr'][1:]} at {card.fs:g} Hz); one core "
+        f"(cpu {cpu}), {platform.processor() or platform.machine()}; peers: {', '.join(peers)}"
+    )
+    if eager is None:
+        print("torch eager: skipped (no train extra, or no ecg-beats.pt: run vigil train ecg-beats)")
+    res: dict = {"cpu": cpu, "batches": {}}
+    print(f"{'batch':>6} " + " ".join(f"{k + ' ms/call':>15}" for k in peers)
+          + f" {'INT8 x':>7} {'torch/FP32':>11} {'INT8 beats/s':>13}")  # fmt: skip
+    for b in BATCHES:
+        t = _round_robin(peers, _batch(x, b), args.seconds)
+        row = {k: round(v * 1e3, 4) for k, v in t.items()}
+        row["int8_speedup_vs_fp32"] = round(t["fp32"] / t["int8"], 3)
+        if "torch" in t:
+            row["torch_over_fp32"] = round(t["torch"] / t["fp32"], 3)
+        res["batches"][b] = row
+        print(f"{b:>6} " + " ".join(f"{v * 1e3:>15.4f}" for v in t.values())
+              + f" {row['int8_speedup_vs_fp32']:>7.2f} {row.get('torch_over_fp32', float('nan')):>11.2f}"
+              f" {b / t['int8']:>13.0f}")  # fmt: skip
+    lat = _latency({p: peers[p] for p in ("int8", "fp32")}, x, args.runs)
+    for p, (p50, p99) in lat.items():
+        res[f"{p}_single"] = {"p50_ms": round(p50, 4), "p99_ms": round(p99, 4)}
+        print(f"single window {p}: p50 {p50:.3f} ms, p99 {p99:.3f} ms ({args.runs} calls)")
+
+    levels = {
+        f"{p} {lv}": _ort(paths[p], lv) for p in ("int8", "fp32") for lv in ("basic", "extended", "all")
+    }
+    variants = dict(levels)
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.u8:
+            try:
+                variants["u8s8 all"] = _ort(
+                    _u8_variant(paths["fp32"], Path(tmp) / "u8.onnx", Path(args.data))
+                )
+            except ImportError as exc:
+                print(f"u8 variant skipped: {exc}")
+        t = _round_robin(variants, _batch(x, 1024), args.seconds)
+    res["variants_batch1024_ms"] = {k: round(v * 1e3, 4) for k, v in t.items()}
+    print("batch 1024 by ONNX Runtime graph optimisation level (ms/call, FP32-all / variant):")
+    for k, v in t.items():
+        print(f"  {k:<14} {v * 1e3:9.3f}  x{t['fp32 all'] / v:5.2f}")
+
+    n, cpu_s = _pipeline_rate(lead, fs, Path(args.model))
+    res["pipeline"] = {"beats": n, "cpu_s": round(cpu_s, 3), "beats_per_s": round(n / cpu_s)}
+    print(f"whole chain (detector + beat windows + INT8, 1-s chunks) on {len(lead) / fs:.0f} s of ECG: "
+          f"{n} beats in {cpu_s:.2f} CPU s = {n / cpu_s:.0f} beats/s per core "
+          f"({len(lead) / fs / cpu_s:.0f}x real time)")  # fmt: skip
+
+    s = res["batches"][1024]["int8_speedup_vs_fp32"]
+    p99 = max(res["int8_single"]["p99_ms"], res["fp32_single"]["p99_ms"])
+    res["floors"] = {"int8_1.5x_at_1024": s >= 1.5, "single_p99_le_1ms": p99 <= 1.0}
+    print(f"floor INT8 >= 1.5x FP32 at batch 1024: {'met' if s >= 1.5 else 'MISSED'} ({s:.2f}x)")
+    print(f"floor single-window p99 <= 1 ms: {'met' if p99 <= 1.0 else 'MISSED'} (worst {p99:.3f} ms)")
+    print(f"load average during the run: {os.getloadavg()[0]:.2f} (machine has {os.cpu_count()} cores)")
+    if args.json:
+        Path(args.json).write_text(json.dumps(res, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
