@@ -71,6 +71,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import bisect
+import dataclasses
 import json
 import math
 import sys
@@ -902,6 +903,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="acknowledge a latched alarm this many seconds after it is raised (10)")  # fmt: skip
     p.add_argument("--networks", default="none",
                    help="none (rule-only, default), zoo (the shipped models) or a model folder")  # fmt: skip
+    p.add_argument("--tasks", help="networks to run, comma-separated (default: all of [models])")
     p.add_argument("--beat-folds", type=Path,
                    help="folder of <record>/ecg-beats.* fold models, each without its record")  # fmt: skip
     p.add_argument("--compare", action="store_true",
@@ -913,6 +915,13 @@ def main(argv: list[str] | None = None) -> int:
     root = data_root(a.data) / "mitdb"
     names = record_names(root, a.records)
     config = Config()
+    if a.tasks:
+        keep = {t.strip() for t in a.tasks.split(",")}
+        unknown = keep - {"ecg-beats", "ecg-rhythm", "eeg-seizure"}
+        if unknown:
+            raise SystemExit(f"unknown network(s) {sorted(unknown)}")
+        flags = {t.replace("-", "_"): t in keep for t in ("ecg-beats", "ecg-rhythm", "eeg-seizure")}
+        config = dataclasses.replace(config, models=dataclasses.replace(config.models, **flags))
     if a.compare and a.networks == "none":
         a.networks = "zoo"
     rule = run_all(root, names, config, a.ack_after, "none") if a.compare else None

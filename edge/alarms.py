@@ -205,8 +205,8 @@ class AlarmConfig:
     * ``bradycardia``, ``tachycardia``: heart rate, bpm.
     * ``irregular_rhythm``: COSEn of the RR window (needs >= ``min_rr_for_af`` intervals); not
       measured on a device the rhythm network reads (``atrial_fibrillation`` takes over).
-    * ``atrial_fibrillation``: the rhythm network's P(AF) of the latest 10-s window (held
-      ``model_hold_s``).
+    * ``atrial_fibrillation``: the rhythm network's P(AF), mean of its latest three 10-s windows
+      (held ``model_hold_s``).
     * ``seizure``: EEG line length, or the square root of :data:`SEIZURE_BAND` power, over the
       device's own baseline (whichever is higher; the square root makes a power ratio an amplitude
       ratio, like that of line length).

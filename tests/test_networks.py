@@ -211,3 +211,47 @@ def test_rhythm_ring_keeps_the_newest_samples_in_order():
         assert st.filled == min(50, len(seen))
         if st.filled == 50:
             np.testing.assert_array_equal(st.window(), seen[-50:])
+
+
+def test_rhythm_network_drives_the_af_alarm_and_the_cosen_screen_stands_down(data_dir: Path):
+    """A 60-s AF strip and a normal one (CinC 2017, vendored; training strips of ecg-rhythm, so this
+    checks the wiring: the figures on unseen records are in the model card and bench/alarm_eval.py)."""
+
+    def run(name: str) -> tuple[list, Networks]:
+        nets = Networks()
+        assert nets.load("ecg-rhythm", ZOO / "ecg-rhythm")
+        out: list = []
+        mon = Monitor(config_from_dict({}), out.append, networks=nets)
+        rec = read_wfdb(data_dir / "cinc2017" / name, channels=[0], annotator=None)
+        # a minute of signal: the strip once, or looped when it is shorter
+        transport = ReplayTransport(rec, speed=0, loop=rec.duration_s < 60)
+        _replay(mon, _Take(transport, 60.0 * rec.fs / 32))
+        return out, nets
+
+    out, nets = run("A00005")  # AF, 60 s
+    raised = _raised(out)
+    assert [a for a, _ in raised] == ["atrial_fibrillation"]
+    assert nets.stats["ecg-rhythm"].rows >= 8  # a window every 5 s once 12 s are buffered
+    vitals = [v for v in out if isinstance(v, Vitals)]
+    assert vitals[-1].networks["rhythm"] == "A" and vitals[-1].networks["af_probability"] > 0.6
+    out, _ = run("A00001")  # normal sinus rhythm, 30 s looped
+    assert not [a for a, _ in _raised(out) if a in ("atrial_fibrillation", "irregular_rhythm")]
+
+
+class _Take(Transport):
+    """The first ``n`` frames of a transport."""
+
+    def __init__(self, inner: Transport, n: float) -> None:
+        super().__init__()
+        self.inner, self.n = inner, int(n)
+
+    async def items(self):
+        k = 0
+        async for it in self.inner:
+            yield it
+            k += isinstance(it, Received)
+            if k >= self.n:
+                return
+
+    async def close(self) -> None:
+        await self.inner.close()
