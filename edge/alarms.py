@@ -290,7 +290,7 @@ class AlarmConfig:
     #: Fewest RR intervals in the window for a COSEn verdict.
     min_rr_for_af: int = 12
     #: A network's latest probability (:data:`HELD_MODEL_VALUES`) stands this long (s) after its report.
-    model_hold_s: float = 15.0
+    model_hold_s: float = 25.0
     #: Baselines (EEG, EMG): median of the first ``baseline_learn_s`` of accepted values, then an
     #: exponential moving average with time constant ``baseline_tau_s``.
     baseline_learn_s: float = 60.0

@@ -469,7 +469,7 @@ class ModelsConfig(_Section):
     ecg_beats: bool = True
     ecg_rhythm: bool = True
     eeg_seizure: bool = True
-    rhythm_every_s: float = _num(5.0, 0.5, 600.0)
+    rhythm_every_s: float = _num(10.0, 0.5, 600.0)
 
     def tasks(self) -> dict[str, dict[str, Any]]:
         """Enabled networks: task -> options for :meth:`vigil.edge.networks.Networks.load`."""
