@@ -71,6 +71,11 @@ def zoo_dir() -> Path:
     return Path(roots[0]) / "zoo"
 
 
+def _phase(device: int, stream: int) -> float:
+    """A fraction in [0, 1) that spreads devices' periodic work (Knuth's multiplicative hash)."""
+    return ((device * 31 + stream) * 2654435761 % 4096) / 4096
+
+
 def softmax(scores: np.ndarray) -> np.ndarray:
     s = np.asarray(scores, dtype=np.float64)
     e = np.exp(s - s.max(axis=1, keepdims=True))
@@ -96,7 +101,7 @@ class Network(Protocol):
     kind: ChannelKind
     model: LoadedModel
 
-    def start(self, fs: float, n_channels: int, first_sample: int) -> Any: ...
+    def start(self, fs: float, n_channels: int, first_sample: int, phase: float) -> Any: ...
 
     def prepare(
         self, state: Any, x: np.ndarray, beats: np.ndarray, ok: bool, skipped: Counter
@@ -164,8 +169,9 @@ class BeatNetwork(_Base):
         self._check_inputs({"beat": (2, self.params.samples), "rr": (len(BEAT_RR_FEATURES),)})
         self.feed_s = float(feed_s)
 
-    def start(self, fs: float, n_channels: int, first_sample: int) -> _BeatState:
-        return _BeatState(BeatWindows(fs, self.params), first_sample)
+    def start(self, fs: float, n_channels: int, first_sample: int, phase: float) -> _BeatState:
+        # the first call comes after a device's own share of feed_s: devices do not all call at once
+        return _BeatState(BeatWindows(fs, self.params), first_sample, waiting=-int(phase * self.feed_s * fs))
 
     def prepare(
         self, state: _BeatState, x: np.ndarray, beats: np.ndarray, ok: bool, skipped: Counter
@@ -244,8 +250,11 @@ class RhythmNetwork(_Base):
             raise ModelError(f"{model.card.name}: no AF class 'A' in {self.classes}")
         self._af = self.classes.index("A")
 
-    def start(self, fs: float, n_channels: int, first_sample: int) -> _RhythmState:
-        return _RhythmState(fs, np.zeros(int(round((self.params.window_s + self.margin_s) * fs))))
+    def start(self, fs: float, n_channels: int, first_sample: int, phase: float) -> _RhythmState:
+        ring = np.zeros(int(round((self.params.window_s + self.margin_s) * fs)))
+        # windows at a phase of the device's own: devices that connected together do not all come due
+        # in the same tick (each window's preprocessing costs about a millisecond)
+        return _RhythmState(fs, ring, since=-int(phase * self.every_s * fs))
 
     def prepare(
         self, state: _RhythmState, x: np.ndarray, beats: np.ndarray, ok: bool, skipped: Counter
@@ -296,7 +305,7 @@ class SeizureNetwork(_Base):
             raise ModelError(f"{model.card.name}: no 'seizure' class in {self.classes}")
         self._seizure = self.classes.index("seizure")
 
-    def start(self, fs: float, n_channels: int, first_sample: int) -> EEGSegmenter:
+    def start(self, fs: float, n_channels: int, first_sample: int, phase: float) -> EEGSegmenter:
         return EEGSegmenter(fs, n_channels, **self.segmenter_args)
 
     def prepare(
@@ -402,7 +411,9 @@ class Networks:
             gen = self._generation[task]
             held = session.net_state.get(task)
             if held is None or held[0] != gen:
-                held = session.net_state[task] = (gen, net.start(session.fs, x.shape[1], session.n - len(x)))
+                first = session.n - len(x)
+                state = net.start(session.fs, x.shape[1], first, _phase(session.device, session.stream))
+                held = session.net_state[task] = (gen, state)
             skipped: Counter = Counter()
             rows = net.prepare(held[1], x, beats, ok, skipped)
             for reason, n in skipped.items():
