@@ -401,13 +401,13 @@ class Replay:
     wall_s: float
 
 
-def replay_monitor(
-    path: Path, config: Config | None = None, ack_after_s: float = 10.0, networks: Networks | None = None
-) -> Replay:
-    """Replay lead 0 of WFDB record ``path`` through a :class:`Monitor` (with ``networks``: fresh ones
-    per record); see the module docstring."""
-    config = config or Config()
-    rec = read_wfdb(path, channels=[0], annotator=None)
+def replay_alarms(
+    transport: ReplayTransport, config: Config, ack_after_s: float = 10.0, networks: Networks | None = None
+) -> tuple[Monitor, list[tuple[float, str, AlarmState, float | None]]]:
+    """Run the single-device replay ``transport`` (``speed=0``) through a :class:`Monitor` on the
+    signal clock, ticking every ``monitor.tick_s`` of signal and acknowledging latched alarms
+    ``ack_after_s`` after their raise; returns the monitor and its alarm events as ``(signal seconds
+    since the recording's start, alarm, state, value)``, in time order."""
     alerts: list[Alert] = []
     clock = [0.0]
     mon = Monitor(
@@ -416,11 +416,9 @@ def replay_monitor(
         clock=lambda: clock[0],
         networks=networks,
     )
-    transport = ReplayTransport(rec, device_id=1, speed=0)
     latched = {n for n, r in config.alarms.rules().items() if r.latching}
     acks: list[tuple[float, str, str]] = []  # (due, device, alarm)
     seen = 0
-    t0 = time.perf_counter()
 
     def tick() -> None:
         nonlocal seen
@@ -428,7 +426,6 @@ def replay_monitor(
         for a in alerts[seen:]:
             if a.state is AlarmState.RAISED and a.alarm in latched:
                 acks.append((a.device_time_us * 1e-6 + ack_after_s, a.device, a.alarm))
-        seen = len(alerts)
         now = mon.now()
         for due, dev, alarm in [x for x in acks if x[0] <= now]:
             acks.remove((due, dev, alarm))
@@ -449,12 +446,25 @@ def replay_monitor(
         tick()
 
     asyncio.run(drive())
-    s = mon.session(1)
+    s = mon.session(transport.device_id)
     anchor = s.anchor if s is not None else 0.0  # session time of signal sample 0
     events = sorted(
         ((a.device_time_us * 1e-6 - anchor, a.alarm, a.state, a.value.get("value")) for a in alerts),
         key=lambda e: e[0],
     )
+    return mon, events
+
+
+def replay_monitor(
+    path: Path, config: Config | None = None, ack_after_s: float = 10.0, networks: Networks | None = None
+) -> Replay:
+    """Replay lead 0 of WFDB record ``path`` through a :class:`Monitor` (with ``networks``: fresh ones
+    per record); see the module docstring."""
+    config = config or Config()
+    rec = read_wfdb(path, channels=[0], annotator=None)
+    t0 = time.perf_counter()
+    mon, events = replay_alarms(ReplayTransport(rec, device_id=1, speed=0), config, ack_after_s, networks)
+    s = mon.session(1)
     return Replay(
         events=events,
         suppressed=Counter(mon.engine.suppressed),

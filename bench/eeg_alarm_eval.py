@@ -78,7 +78,6 @@ Examples::
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import math
 import sys
@@ -89,17 +88,15 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
-from alarm_eval import Raised, alarm_spans
+from alarm_eval import Raised, alarm_spans, replay_alarms
 from bench_data import data_root
 
 from vigil.edge.config import Config
-from vigil.edge.messages import AlarmState, Alert
+from vigil.edge.messages import AlarmState
 from vigil.edge.networks import Networks
-from vigil.edge.pipeline import Monitor
 from vigil.export.card import ModelError, artifact, card_path, load_card
 from vigil.firmware_bridge.protocol import ChannelKind, SampleFormat
 from vigil.firmware_bridge.replay import Recording, ReplayTransport
-from vigil.firmware_bridge.transport import Received
 from vigil.models import seizure as sz
 from vigil.models.registry import ZOO
 
@@ -304,56 +301,13 @@ def replay_stream(
     networks: Networks | None = None,
 ) -> Replay:
     """Replay EEG recording ``rec`` through a :class:`Monitor` on the signal clock, acknowledging
-    latched alarms ``ack_after_s`` after their raise (as ``bench/alarm_eval.py`` does for ECG)."""
+    latched alarms ``ack_after_s`` after their raise (:func:`alarm_eval.replay_alarms`, as for ECG)."""
     config = config or Config()
-    alerts: list[Alert] = []
-    clock = [0.0]
-    mon = Monitor(
-        config,
-        lambda m: alerts.append(m) if isinstance(m, Alert) else None,
-        clock=lambda: clock[0],
-        networks=networks,
-    )
     transport = ReplayTransport(
         rec, device_id=1, speed=0, kinds=(ChannelKind.EEG,), sample_format=SampleFormat.INT24
     )
-    latched = {n for n, r in config.alarms.rules().items() if r.latching}
-    acks: list[tuple[float, str, str]] = []
-    seen = 0
     t0 = time.perf_counter()
-
-    def tick() -> None:
-        nonlocal seen
-        mon.tick()
-        for a in alerts[seen:]:
-            if a.state is AlarmState.RAISED and a.alarm in latched:
-                acks.append((a.device_time_us * 1e-6 + ack_after_s, a.device, a.alarm))
-        now = mon.now()
-        for due, dev, alarm in [x for x in acks if x[0] <= now]:
-            acks.remove((due, dev, alarm))
-            alerts.extend(mon.engine.command(dev, alarm, "acknowledge", now))
-        seen = len(alerts)
-
-    async def drive() -> None:
-        next_tick = -math.inf
-        async for item in transport:
-            if isinstance(item, Received):
-                f = item.frame  # arrives when its last sample is acquired; the clock is the signal's
-                clock[0] = f.timestamp_us * 1e-6 + f.n_samples / f.sample_rate
-                item = Received(f, item.source, clock[0])
-            mon.handle(item)
-            if clock[0] >= next_tick:
-                next_tick = clock[0] + mon.tick_s
-                tick()
-        tick()
-
-    asyncio.run(drive())
-    s = mon.session(1)
-    anchor = s.anchor if s is not None else 0.0
-    events = sorted(
-        ((a.device_time_us * 1e-6 - anchor, a.alarm, a.state, a.value.get("value")) for a in alerts),
-        key=lambda e: e[0],
-    )
+    mon, events = replay_alarms(transport, config, ack_after_s, networks)
     rows = networks.stats[NAME].rows if networks is not None and NAME in networks.stats else 0
     return Replay(
         events,
