@@ -199,3 +199,18 @@ def test_compare_shows_what_the_beat_network_adds_on_208(data_dir):
 @pytest.mark.xfail(reason="engine finding: COSEn flags 208's frequent PVCs as AF (bench/alarm_eval.py)")
 def test_no_af_alarm_on_208(run_208):
     assert run_208[0]["records"][0]["scores"]["irregular_rhythm"]["raised"] == 0
+
+
+def test_rhythm_network_spares_208_the_false_af_alarm(data_dir, tmp_path):
+    """The COSEn screen calls 208's frequent PVCs AF (the xfail above); the rhythm network, trained on
+    CinC 2017 and never on MIT-BIH, does not."""
+    out = tmp_path / "208.json"
+    with contextlib.redirect_stdout(io.StringIO()):
+        rc = ae.main(["--data", str(data_dir), "--records", "208", "--networks", "zoo", "--tasks",
+                      "ecg-rhythm", "--json", str(out)])  # fmt: skip
+    assert rc == 0
+    result = json.loads(out.read_text())
+    assert result["totals"]["networks"] == ["ecg-rhythm"]
+    scores = result["records"][0]["scores"]
+    assert scores["irregular_rhythm"]["raised"] == 0  # stands down for the network
+    assert scores["atrial_fibrillation"]["raised"] == 0
