@@ -812,6 +812,8 @@ def summary_line(t: dict) -> str:
 def _jsonable(x):
     if isinstance(x, float) and not math.isfinite(x):
         return None
+    if isinstance(x, Path):
+        return str(x)
     if isinstance(x, dict):
         return {str(k): _jsonable(v) for k, v in x.items()}
     if isinstance(x, list | tuple):

@@ -727,7 +727,9 @@ class AlarmEngine:
         """Network outputs of snapshot ``f`` into the device's state (V runs, V beats, held values)."""
         labels = f.model.get(MODEL_BEAT_CLASSES)
         if labels is None:
-            dev.v_run, dev.v_run_max = 0, None
+            # no new beat classes in this snapshot (they come once per beat-network call, not with
+            # every chunk): the run in progress carries over, the rule holds its state
+            dev.v_run_max = None
         else:
             labels = [str(c) for c in labels]
             best, dev.v_run = longest_run(labels, dev.v_run)

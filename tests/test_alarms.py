@@ -351,6 +351,12 @@ def test_ventricular_run_only_via_model_hook():
     assert ev == [(15.0, "ventricular_run", RAISED)]  # V V | V: a run across two updates
     eng = AlarmEngine()
     assert run(eng, [good(10.0 + i, model={"beat_classes": c}) for i, c in enumerate(seq[:4])]) == []
+    # snapshots without beat classes between two deliveries do not break the run (the beat network
+    # reports once a second, the kernels every 0.2 s)
+    eng = AlarmEngine()
+    frames = [good(10.0, model={"beat_classes": ["N", "V", "V"]}), good(10.2), good(10.4),
+              good(11.0, model={"beat_classes": ["V", "N"]})]  # fmt: skip
+    assert run(eng, frames) == [(11.0, "ventricular_run", RAISED)]
 
 
 def test_seizure_baseline_is_the_devices_own():
