@@ -178,7 +178,8 @@ def test_backpressure_drops_are_counted_and_become_explicit_gaps():
         assert 0 < c.frames_lost <= st.dropped[(dev, 0)]  # drops after the last frame leave no gap
         # every lost frame became NaN fill of its exact length: the timeline is never stitched
         assert s.gap_samples == 10 * c.frames_lost and s.gaps == c.gaps
-        assert s.n + s._n_buf == 10 * s.frames + s.gap_samples
+        if s.restarts == 0:  # a gap over max_gap_fill_s (a loaded machine) restarts the kernels instead
+            assert s.n + s._n_buf == 10 * s.frames + s.gap_samples
     flags = [mon.session(1).features.quality_flags]
     assert any(f & QualityFlag.GAP for f in flags) or mon.session(1).quality_flags & QualityFlag.GAP
 
