@@ -851,6 +851,7 @@ def run_all(
     ack_after: float,
     networks: str,
     beat_folds: Path | None = None,
+    paced: Sequence[str] = (),
 ) -> tuple[list[RecordResult], dict, float]:
     """Evaluate ``names``; ``networks``: "none", "zoo" (the shipped models) or a model folder.
 
@@ -867,6 +868,8 @@ def run_all(
             nets = load_networks(
                 folder, m.tasks(), m.precision, "cpu", 1, config.alarms.poor_signal.threshold
             )
+            if name in paced:
+                nets.paced = ("1",)  # the replayed device, as a [[devices]] entry with paced = true
             fold = beat_folds / name / "ecg-beats" if beat_folds is not None else None
             if fold is not None and fold.with_suffix(".card.json").exists() and "ecg-beats" in nets.nets:
                 if not nets.load("ecg-beats", fold, m.precision, "cpu", 1):
@@ -916,6 +919,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--networks", default="none",
                    help="none (rule-only, default), zoo (the shipped models) or a model folder")  # fmt: skip
     p.add_argument("--tasks", help="networks to run, comma-separated (default: all of [models])")
+    p.add_argument("--paced", default="", help="records replayed as a paced device (e.g. 102,104,107,217)")
     p.add_argument("--beat-folds", type=Path,
                    help="folder of <record>/ecg-beats.* fold models, each without its record")  # fmt: skip
     p.add_argument("--compare", action="store_true",
@@ -937,7 +941,8 @@ def main(argv: list[str] | None = None) -> int:
     if a.compare and a.networks == "none":
         a.networks = "zoo"
     rule = run_all(root, names, config, a.ack_after, "none") if a.compare else None
-    results, totals, wall = run_all(root, names, config, a.ack_after, a.networks, a.beat_folds)
+    paced = [n.strip() for n in a.paced.split(",") if n.strip()]
+    results, totals, wall = run_all(root, names, config, a.ack_after, a.networks, a.beat_folds, paced)
     print(f"records: {len(names)} ({', '.join(names)}); lead 0; default alarm settings; "
           f"latched alarms acknowledged {a.ack_after:g} s after raise; networks: "
           f"{', '.join(totals['networks']) or 'none'}")  # fmt: skip

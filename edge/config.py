@@ -166,6 +166,9 @@ class DeviceConfig(_Section):
     channels: int = _num(1, 1, 64)
     fs: float = _num(250.0, 1.0, 1_000_000.0)
     label: str = ""
+    #: The wearer has a pacemaker: paced beats look ventricular to the beat network (it was trained
+    #: without paced records, as AAMI EC57 asks), so its classes are not used for this device.
+    paced: bool = False
 
     def _check(self) -> None:
         _check_topic_level("id", self.id)

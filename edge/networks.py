@@ -26,6 +26,9 @@ of the outputs (``session.model_pending``, merged into its next ``Features.model
 (lead off, or quality score at or below the poor-signal threshold) are not classified; they are
 counted per (network, reason) in :attr:`Networks.skipped`.
 
+**Paced wearers** (``[[devices]] paced = true``): the beat network is not run for them and their
+beats are counted as "paced"; the rhythm and seizure networks still are.
+
 **Hot swap.** :meth:`Networks.load` loads a model and swaps it in; a corrupt, truncated or
 mismatched model (:class:`~vigil.export.card.ModelError`) is refused with a logged error and the
 running network is kept. A swap whose preprocessing differs drops the per-session preprocessors
@@ -356,6 +359,9 @@ class Networks:
     gets no rows classified (see the module docstring)."""
 
     poor_quality: float = 0.3
+    #: Names of paced devices (a name, or the prefix of ``<name>-<number>`` names): the beat network
+    #: is not run for them (its classes would call paced beats ventricular); counted as "paced".
+    paced: tuple[str, ...] = ()
     nets: dict[str, Network] = field(default_factory=dict)
     stats: dict[str, NetworkStats] = field(default_factory=dict)
     skipped: Counter = field(default_factory=Counter)  # (task, reason) -> rows
@@ -408,6 +414,9 @@ class Networks:
         for task, net in self.nets.items():
             if net.kind != session.kind:
                 continue
+            if task == "ecg-beats" and self.is_paced(session.name):
+                self.skipped[(task, "paced")] += len(beats)
+                continue
             gen = self._generation[task]
             held = session.net_state.get(task)
             if held is None or held[0] != gen:
@@ -420,6 +429,9 @@ class Networks:
                 self.skipped[(task, reason)] += n
             if rows is not None and len(rows):
                 self._waiting.setdefault(task, []).append((session, rows))
+
+    def is_paced(self, name: str) -> bool:
+        return any(name == p or name.startswith(p + "-") for p in self.paced)
 
     def run(self) -> None:
         """One inference call per network over every waiting row; outputs to the sessions."""

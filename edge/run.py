@@ -213,7 +213,8 @@ class RunMonitor(Monitor):
         self.commands = commands
         self._reload = threading.Event()
         if self.networks is None and self.config.models.tasks():
-            self.networks = Networks(poor_quality=self.config.alarms.poor_signal.threshold)
+            paced = tuple(d.id for d in self.config.devices if d.paced)
+            self.networks = Networks(poor_quality=self.config.alarms.poor_signal.threshold, paced=paced)
             self.reload_models()
 
     def request_reload(self) -> None:

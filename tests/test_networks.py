@@ -255,3 +255,21 @@ class _Take(Transport):
 
     async def close(self) -> None:
         await self.inner.close()
+
+
+def test_paced_devices_get_no_beat_classes(data_dir: Path):
+    rec = read_wfdb(data_dir / "mitdb" / "208", channels=[0]).segment(0, 60)
+    cfg = config_from_dict({"devices": [
+        {"id": "bed1", "source": "udp://127.0.0.1:9000", "paced": True},
+        {"id": "bed2", "source": "udp://127.0.0.1:9001"},
+    ], "models": {"ecg_rhythm": False, "eeg_seizure": False}})  # fmt: skip
+    mon = RunMonitor(
+        cfg, None, names=lambda dev, stream: {1: "bed1", 2: "bed2-1"}[dev], commands=CommandInbox()
+    )
+    assert mon.networks.paced == ("bed1",)
+    assert not mon.networks.is_paced("bed2-1") and mon.networks.is_paced("bed1-3")
+    _replay(mon, ReplayTransport(rec, device_id=1, speed=0), ReplayTransport(rec, device_id=2, speed=0))
+    assert (
+        "beats" not in mon.session(1).net_summary and sum(mon.session(2).net_summary["beats"].values()) > 50
+    )
+    assert mon.networks.skipped[("ecg-beats", "paced")] > 50
