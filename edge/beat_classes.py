@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
-from importlib.util import find_spec
 from pathlib import Path
 
 import numpy as np
@@ -25,16 +24,14 @@ from vigil.export.runtime import LoadedModel, load_model
 from vigil.kernels.beat_features import BeatBatch, BeatWindowParams, BeatWindows
 from vigil.kernels.qrs import QRSDetector
 
+from .networks import zoo_dir
+
 NETWORK = "ecg-beats"
 
 
 def default_model() -> Path:
-    """The shipped model's stem in ``models/zoo`` (found without importing ``vigil.models``)."""
-    spec = find_spec("vigil.models")
-    roots = list(spec.submodule_search_locations or []) if spec else []
-    if not roots:
-        raise ModelError("cannot find the vigil.models package holding the model zoo")
-    return Path(roots[0]) / "zoo" / NETWORK
+    """The shipped model's stem in ``models/zoo``."""
+    return zoo_dir() / NETWORK
 
 
 @dataclass

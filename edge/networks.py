@@ -74,8 +74,9 @@ def zoo_dir() -> Path:
     return Path(roots[0]) / "zoo"
 
 
-def _phase(device: int, stream: int) -> float:
-    """A fraction in [0, 1) that spreads devices' periodic work (Knuth's multiplicative hash)."""
+def device_phase(device: int, stream: int) -> float:
+    """A fraction in [0, 1) that spreads devices' periodic work over its period (Knuth's
+    multiplicative hash of the device and stream numbers)."""
     return ((device * 31 + stream) * 2654435761 % 4096) / 4096
 
 
@@ -421,7 +422,7 @@ class Networks:
             held = session.net_state.get(task)
             if held is None or held[0] != gen:
                 first = session.n - len(x)
-                state = net.start(session.fs, x.shape[1], first, _phase(session.device, session.stream))
+                state = net.start(session.fs, x.shape[1], first, device_phase(session.device, session.stream))
                 held = session.net_state[task] = (gen, state)
             skipped: Counter = Counter()
             rows = net.prepare(held[1], x, beats, ok, skipped)

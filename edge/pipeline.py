@@ -73,7 +73,7 @@ from vigil.kernels.quality import QualityFlag
 from .alarms import AlarmEngine, Features, is_lead_off
 from .config import Config
 from .messages import Alert, Vitals
-from .networks import Networks
+from .networks import Networks, device_phase
 from .session import DeviceSession, SessionParams, layout_of, modality_of
 
 log = logging.getLogger(__name__)
@@ -227,8 +227,8 @@ def _qflag_names(flags: int) -> list[str]:
 
 
 def _phase(key: Key) -> float:
-    """A fraction in (0, 1] that spreads devices' vitals over the period (Knuth's multiplicative hash)."""
-    return 1.0 - ((key[0] * 31 + key[1]) * 2654435761 % 4096) / 4096
+    """A fraction in (0, 1] that spreads devices' vitals over the period."""
+    return 1.0 - device_phase(*key)
 
 
 def _num(v: float) -> float | None:
