@@ -233,3 +233,14 @@ def test_bad_beat_lists_are_refused():
         bw.process(np.zeros(100), [50])  # already given
     with pytest.raises(ValueError, match="one lead"):
         bw.process(np.zeros((10, 2)))
+
+
+def test_small_median_is_numpys_bit_for_bit():
+    from vigil.kernels.beat_features import _median
+
+    rng = np.random.default_rng(3)
+    for n in list(range(1, 40)) + [96]:
+        for _ in range(50):
+            a = rng.standard_normal(n) * rng.choice([1e-3, 1.0, 1e3])
+            a = np.round(a, 2) if rng.random() < 0.3 else a
+            assert _median(a.tolist()) == np.median(a)
