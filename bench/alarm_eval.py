@@ -87,7 +87,7 @@ from bench_data import data_root, record_names
 from vigil.edge.alarms import ECTOPY_WINDOW_S, AlarmConfig, is_technical
 from vigil.edge.config import Config
 from vigil.edge.messages import AlarmState, Alert
-from vigil.edge.networks import Networks, load_networks
+from vigil.edge.networks import TASKS, Networks, load_networks
 from vigil.edge.pipeline import Monitor
 from vigil.firmware_bridge.replay import ReplayTransport, read_wfdb
 from vigil.firmware_bridge.transport import Received
@@ -933,10 +933,10 @@ def main(argv: list[str] | None = None) -> int:
     config = Config()
     if a.tasks:
         keep = {t.strip() for t in a.tasks.split(",")}
-        unknown = keep - {"ecg-beats", "ecg-rhythm", "eeg-seizure"}
+        unknown = keep - set(TASKS)
         if unknown:
             raise SystemExit(f"unknown network(s) {sorted(unknown)}")
-        flags = {t.replace("-", "_"): t in keep for t in ("ecg-beats", "ecg-rhythm", "eeg-seizure")}
+        flags = {t.replace("-", "_"): t in keep for t in TASKS}
         config = dataclasses.replace(config, models=dataclasses.replace(config.models, **flags))
     if a.compare and a.networks == "none":
         a.networks = "zoo"

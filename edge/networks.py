@@ -56,13 +56,11 @@ from vigil.kernels.beat_features import RR_FEATURES as BEAT_RR_FEATURES
 from vigil.kernels.beat_features import BeatWindowParams, BeatWindows
 from vigil.kernels.eeg_segment import EEGSegmenter
 from vigil.kernels.rhythm_strip import RR_FEATURES as STRIP_RR_FEATURES
-from vigil.kernels.rhythm_strip import StripParams, cut_windows, prepare_strip
+from vigil.kernels.rhythm_strip import StripParams, windows_from_signal
 
 from .alarms import MODEL_AF_PROBABILITY, MODEL_BEAT_CLASSES, MODEL_RHYTHM, MODEL_SEIZURE_PROBABILITY
 
 log = logging.getLogger(__name__)
-
-TASKS = ("ecg-beats", "ecg-rhythm", "eeg-seizure")
 
 
 def zoo_dir() -> Path:
@@ -271,9 +269,8 @@ class RhythmNetwork(_Base):
         if not ok:
             skipped["poor_signal"] += 1
             return None
-        strip = prepare_strip(state.window(), state.fs, self.params)
-        w = cut_windows(strip, np.array([max(0, len(strip) - self.params.window)]))
-        if len(w.ecg) == 0:
+        w = windows_from_signal(state.window(), state.fs, self.params)
+        if not w.ok[0]:
             skipped["bad_samples"] += 1
             return None
         return Rows(w.inputs(), state)
@@ -337,6 +334,7 @@ class SeizureNetwork(_Base):
 
 
 BUILDERS = {"ecg-beats": BeatNetwork, "ecg-rhythm": RhythmNetwork, "eeg-seizure": SeizureNetwork}
+TASKS = tuple(BUILDERS)
 
 
 @dataclass
@@ -389,6 +387,28 @@ class Networks:
             return False
         self.swap(net)
         return True
+
+    def load_all(
+        self,
+        folder: str | Path | None,
+        tasks: Mapping[str, Mapping[str, Any]],
+        precision: str = "int8",
+        providers: str = "auto",
+        threads: int = 1,
+    ) -> dict[str, bool]:
+        """:meth:`load` each of ``tasks`` (task -> options) from ``folder/<task>`` (None: the shipped
+        zoo); task -> loaded, logged in one line."""
+        root = Path(folder).expanduser() if folder else zoo_dir()
+        done = {
+            task: self.load(task, root / task, precision, providers, threads, **opts)
+            for task, opts in tasks.items()
+        }
+        log.info(
+            "models from %s: %s",
+            root,
+            ", ".join(f"{t} {'ok' if ok else 'REFUSED'}" for t, ok in done.items()),
+        )
+        return done
 
     def swap(self, net: Network) -> None:
         """Run ``net`` from now on; per-session state restarts if its preprocessing differs."""
@@ -495,8 +515,8 @@ def load_networks(
 ) -> Networks:
     """The networks of ``tasks`` (task -> options; default all three) from ``folder`` (default the
     shipped zoo); a task whose model is missing or refused is logged and left out."""
-    root = Path(folder) if folder else zoo_dir()
     nets = Networks(poor_quality=poor_quality)
-    for task, options in (tasks if tasks is not None else {t: {} for t in TASKS}).items():
-        nets.load(task, root / task, precision, providers, threads, **options)
+    nets.load_all(
+        folder, tasks if tasks is not None else {t: {} for t in TASKS}, precision, providers, threads
+    )
     return nets

@@ -46,7 +46,6 @@ import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import parse_qs, urlsplit
 
@@ -57,7 +56,7 @@ from .commands import Command, SeenIds
 from .config import Config, DeviceConfig
 from .fhir import FHIRSink
 from .messages import Alert
-from .networks import Networks, zoo_dir
+from .networks import Networks
 from .outbox import Outbox
 from .pipeline import Monitor, MonitorStats
 from .publisher import MQTTPublisher, TLSConfig
@@ -227,17 +226,7 @@ class RunMonitor(Monitor):
         m = self.config.models
         if self.networks is None:
             return {}
-        root = Path(m.dir).expanduser() if m.dir else zoo_dir()
-        done = {
-            task: self.networks.load(task, root / task, m.precision, m.providers, m.threads, **opts)
-            for task, opts in m.tasks().items()
-        }
-        log.info(
-            "models from %s: %s",
-            root,
-            ", ".join(f"{t} {'ok' if ok else 'REFUSED'}" for t, ok in done.items()),
-        )
-        return done
+        return self.networks.load_all(m.dir or None, m.tasks(), m.precision, m.providers, m.threads)
 
     def _step(self, events: list, frames: list, tick: bool) -> None:
         if self._reload.is_set():
