@@ -538,24 +538,12 @@ def _settings(opts: TrainOptions) -> tuple[int, int, int]:
 def _fit(
     w: dict[str, np.ndarray], idx: np.ndarray, epochs: int, seed: int, progress: bool, label: str
 ) -> Any:
-    from vigil.models.training import class_weights, fit, seed_everything
+    from vigil.models.training import train_classifier
 
-    rng = seed_everything(seed)
-    model, _ = _torch_model()
-    y = w["label"][idx]
-    fit(
-        model,
-        inputs_of(w, idx),
-        y,
-        epochs=epochs,
-        rng=rng,
-        batch=128,
-        weights=class_weights(y, 2, 1.0),
-        augment_keys=("eeg",),
-        progress=progress,
-        label=label,
+    build = lambda: _torch_model()[0]  # noqa: E731
+    return train_classifier(
+        build, inputs_of(w, idx), w["label"][idx], 2, ("eeg",), epochs, seed, progress, label
     )
-    return model.eval()
 
 
 def _level_threshold(level: np.ndarray, y: np.ndarray) -> float:

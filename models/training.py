@@ -18,6 +18,7 @@ import os
 import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -196,3 +197,29 @@ def _progress(enabled: bool, label: str, epochs: int) -> _Bar:
 
 def count_parameters(model: object) -> int:
     return int(sum(p.numel() for p in model.parameters()))
+
+
+def train_classifier(
+    build: Any,
+    inputs: dict[str, np.ndarray],
+    y: np.ndarray,
+    n_classes: int,
+    augment_keys: tuple[str, ...],
+    epochs: int,
+    seed: int,
+    progress: bool = True,
+    label: str = "training",
+    batch: int = 128,
+    class_power: float = 1.0,
+) -> Any:
+    """A network from ``build()`` trained with :func:`fit` on ``inputs``/``y``: seeded before it is
+    built (so its initial weights follow ``seed``), class weights ``(N / (k n_c)) ** class_power``,
+    biosignal augmentation on ``augment_keys``; returned in eval mode."""
+    rng = seed_everything(seed)
+    model = build()
+    fit(
+        model, inputs, y, epochs=epochs, rng=rng, batch=batch,
+        weights=class_weights(y, n_classes, class_power), augment_keys=augment_keys, progress=progress,
+        label=label,
+    )  # fmt: skip
+    return model.eval()
