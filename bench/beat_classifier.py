@@ -27,13 +27,13 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from model_speed import floors, ort_peer, round_robin, tile
 
 REPO = Path(__file__).resolve().parent.parent
 BATCHES = (1, 64, 1024)
@@ -50,25 +50,6 @@ def _windows(record: Path, params) -> tuple[dict[str, np.ndarray], np.ndarray, f
     beats = np.concatenate([det.process(x), det.finish()])
     b, _ = beat_inputs(x, rec.fs, beats, params)
     return {"beat": b.beat[b.valid], "rr": b.rr[b.valid]}, x, rec.fs
-
-
-def _batch(x: dict[str, np.ndarray], n: int, offset: int = 0) -> dict[str, np.ndarray]:
-    idx = (offset + np.arange(n)) % len(x["rr"])
-    return {k: np.ascontiguousarray(v[idx]) for k, v in x.items()}
-
-
-def _ort(path: Path, level: str = "all") -> Callable[[dict], np.ndarray]:
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = so.inter_op_num_threads = 1
-    so.graph_optimization_level = {
-        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-    }[level]
-    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-    return lambda feed: sess.run(None, feed)[0]
 
 
 def _torch(pt: Path) -> Callable[[dict], np.ndarray] | None:
@@ -93,28 +74,14 @@ def _torch(pt: Path) -> Callable[[dict], np.ndarray] | None:
     return run
 
 
-def _round_robin(peers: dict[str, Callable], feed: dict, seconds: float) -> dict[str, float]:
-    """Median seconds per call of each peer, timed in turns for about ``seconds`` in all."""
-    for fn in peers.values():
-        fn(feed)
-    times: dict[str, list[float]] = {k: [] for k in peers}
-    end = time.perf_counter() + seconds
-    while time.perf_counter() < end or min(len(v) for v in times.values()) < 5:
-        for k, fn in peers.items():
-            t0 = time.perf_counter()
-            fn(feed)
-            times[k].append(time.perf_counter() - t0)
-    return {k: statistics.median(v) for k, v in times.items()}
-
-
 def _latency(peers: dict[str, Callable], x: dict, runs: int) -> dict[str, tuple[float, float]]:
     """p50 / p99 (ms) of single-window calls on changing real windows, peers interleaved."""
     for fn in peers.values():
         for i in range(50):
-            fn(_batch(x, 1, i))
+            fn(tile(x, 1, i))
     t = {k: np.empty(runs) for k in peers}
     for i in range(runs):
-        feed = _batch(x, 1, i)
+        feed = tile(x, 1, i)
         for k, fn in peers.items():
             t0 = time.perf_counter()
             fn(feed)
@@ -174,7 +141,7 @@ def main() -> int:
     card = load_card(Path(args.model))
     folder = Path(args.model).parent
     paths = {p: verified_artifact(card, folder, p) for p in ("int8", "fp32")}
-    peers = {p: _ort(paths[p]) for p in ("int8", "fp32")}
+    peers = {p: ort_peer(paths[p]) for p in ("int8", "fp32")}
     eager = _torch(folder / f"{card.name}.pt")
     if eager is not None:
         peers["torch"] = eager
@@ -190,7 +157,7 @@ def main() -> int:
     print(f"{'batch':>6} " + " ".join(f"{k + ' ms/call':>15}" for k in peers)
           + f" {'INT8 x':>7} {'torch/FP32':>11} {'INT8 beats/s':>13}")  # fmt: skip
     for b in BATCHES:
-        t = _round_robin(peers, _batch(x, b), args.seconds)
+        t = round_robin(peers, tile(x, b), args.seconds)
         row = {k: round(v * 1e3, 4) for k, v in t.items()}
         row["int8_speedup_vs_fp32"] = round(t["fp32"] / t["int8"], 3)
         if "torch" in t:
@@ -205,18 +172,18 @@ def main() -> int:
         print(f"single window {p}: p50 {p50:.3f} ms, p99 {p99:.3f} ms ({args.runs} calls)")
 
     levels = {
-        f"{p} {lv}": _ort(paths[p], lv) for p in ("int8", "fp32") for lv in ("basic", "extended", "all")
+        f"{p} {lv}": ort_peer(paths[p], lv) for p in ("int8", "fp32") for lv in ("basic", "extended", "all")
     }
     variants = dict(levels)
     with tempfile.TemporaryDirectory() as tmp:
         if args.u8:
             try:
-                variants["u8s8 all"] = _ort(
+                variants["u8s8 all"] = ort_peer(
                     _u8_variant(paths["fp32"], Path(tmp) / "u8.onnx", Path(args.data))
                 )
             except ImportError as exc:
                 print(f"u8 variant skipped: {exc}")
-        t = _round_robin(variants, _batch(x, 1024), args.seconds)
+        t = round_robin(variants, tile(x, 1024), args.seconds)
     res["variants_batch1024_ms"] = {k: round(v * 1e3, 4) for k, v in t.items()}
     print("batch 1024 by ONNX Runtime graph optimisation level (ms/call, FP32-all / variant):")
     for k, v in t.items():
@@ -228,11 +195,7 @@ def main() -> int:
           f"{n} beats in {cpu_s:.2f} CPU s = {n / cpu_s:.0f} beats/s per core "
           f"({len(lead) / fs / cpu_s:.0f}x real time)")  # fmt: skip
 
-    s = res["batches"][1024]["int8_speedup_vs_fp32"]
-    p99 = max(res["int8_single"]["p99_ms"], res["fp32_single"]["p99_ms"])
-    res["floors"] = {"int8_1.5x_at_1024": s >= 1.5, "single_p99_le_1ms": p99 <= 1.0}
-    print(f"floor INT8 >= 1.5x FP32 at batch 1024: {'met' if s >= 1.5 else 'MISSED'} ({s:.2f}x)")
-    print(f"floor single-window p99 <= 1 ms: {'met' if p99 <= 1.0 else 'MISSED'} (worst {p99:.3f} ms)")
+    res["floors"] = floors(res)
     print(f"load average during the run: {os.getloadavg()[0]:.2f} (machine has {os.cpu_count()} cores)")
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=2) + "\n")

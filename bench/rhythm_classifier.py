@@ -19,12 +19,12 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from model_speed import floors, ort_peer, round_robin, tile
 
 REPO = Path(__file__).resolve().parent.parent
 BATCHES = (1, 64, 1024)
@@ -43,21 +43,6 @@ def _windows(params) -> dict[str, np.ndarray]:
     return {"ecg": np.concatenate(ecg), "rr": np.concatenate(rr)}
 
 
-def _batch(x: dict[str, np.ndarray], n: int) -> dict[str, np.ndarray]:
-    idx = np.arange(n) % len(x["ecg"])
-    return {k: np.ascontiguousarray(v[idx]) for k, v in x.items()}
-
-
-def _ort(path: Path) -> Callable[[dict], np.ndarray]:
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 1
-    so.inter_op_num_threads = 1
-    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-    return lambda feed: sess.run(None, feed)[0]
-
-
 def _torch(zoo: Path) -> Callable[[dict], np.ndarray] | None:
     try:
         import torch
@@ -73,20 +58,6 @@ def _torch(zoo: Path) -> Callable[[dict], np.ndarray] | None:
             return model(torch.from_numpy(feed["ecg"]), torch.from_numpy(feed["rr"])).numpy()
 
     return run
-
-
-def _time_round_robin(peers: dict[str, Callable], feed: dict, seconds: float) -> dict[str, float]:
-    """Median seconds per call of each peer, timed in turns for about ``seconds`` in all."""
-    for fn in peers.values():
-        fn(feed)  # warm-up
-    times: dict[str, list[float]] = {k: [] for k in peers}
-    end = time.perf_counter() + seconds
-    while time.perf_counter() < end or min(len(v) for v in times.values()) < 5:
-        for k, fn in peers.items():
-            t0 = time.perf_counter()
-            fn(feed)
-            times[k].append(time.perf_counter() - t0)
-    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def _latency(fn: Callable, feed: dict, runs: int) -> tuple[float, float]:
@@ -117,7 +88,7 @@ def main() -> int:
     os.sched_setaffinity(0, {cpu})
     card = load_card(Path(args.model))
     folder = Path(args.model).parent
-    peers = {p: _ort(verified_artifact(card, folder, p)) for p in ("int8", "fp32")}
+    peers = {p: ort_peer(verified_artifact(card, folder, p)) for p in ("int8", "fp32")}
     eager = _torch(folder)
     if eager is not None:
         peers["torch"] = eager
@@ -131,8 +102,8 @@ def main() -> int:
     head = " ".join(f"{k + ' ms/call':>15}" for k in peers)
     print(f"{'batch':>6} {head} {'INT8 x':>8} {'torch/FP32':>11} {'INT8 win/s':>11}")
     for b in BATCHES:
-        feed = _batch(x, b)
-        t = _time_round_robin(peers, feed, args.seconds)
+        feed = tile(x, b)
+        t = round_robin(peers, feed, args.seconds)
         speedup = t["fp32"] / t["int8"]
         row = {k: round(v * 1e3, 4) for k, v in t.items()}
         row["int8_speedup_vs_fp32"] = round(speedup, 3)
@@ -141,16 +112,12 @@ def main() -> int:
         res["batches"][b] = row
         print(f"{b:>6} " + " ".join(f"{v * 1e3:>15.3f}" for v in t.values()) + f" {speedup:>8.2f}"
               f" {row.get('torch_over_fp32', float('nan')):>11.2f} {b / t['int8']:>11.0f}")  # fmt: skip
-    one = _batch(x, 1)
+    one = tile(x, 1)
     for p in ("int8", "fp32"):
         p50, p99 = _latency(peers[p], one, args.runs)
         res[f"{p}_single"] = {"p50_ms": round(p50, 4), "p99_ms": round(p99, 4)}
         print(f"single window {p}: p50 {p50:.3f} ms, p99 {p99:.3f} ms ({args.runs} calls)")
-    s = res["batches"][1024]["int8_speedup_vs_fp32"]
-    p99 = max(res["int8_single"]["p99_ms"], res["fp32_single"]["p99_ms"])
-    res["floors"] = {"int8_1.5x_at_1024": s >= 1.5, "single_p99_le_1ms": p99 <= 1.0}
-    print(f"floor INT8 >= 1.5x FP32 at batch 1024: {'met' if s >= 1.5 else 'MISSED'} ({s:.2f}x)")
-    print(f"floor single-window p99 <= 1 ms: {'met' if p99 <= 1.0 else 'MISSED'} (worst {p99:.3f} ms)")
+    res["floors"] = floors(res)
     print(f"load average during the run: {os.getloadavg()[0]:.2f} (machine has {os.cpu_count()} cores)")
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=2) + "\n")
