@@ -10,15 +10,14 @@ ratios ``FP32 / INT8`` (the INT8 speed-up) and ``torch / FP32``. Then:
 * single-window latency (p50 / p99 over ``--runs`` calls) of INT8 and FP32, and the issue's floors
   (INT8 >= 1.5x FP32 at batch 1024; single-window p99 <= 1 ms);
 * what ONNX Runtime's graph optimisation level does at batch 1024 (basic / extended / all);
-* ``--u8``: an experiment, not a shipped artifact: the same network quantized with *asymmetric
-  uint8* activations (QDQ, u8s8), which x86 MLAS kernels prefer; it needs the train extra (onnx)
-  and the shared data for calibration windows. TensorRT's explicit quantization takes only
-  symmetric int8 (zero point 0), so this variant would not be TensorRT-compatible;
+  the card's TensorRT artifact (``int8-tensorrt``: symmetric INT8 activations, ReLUs in float
+  between a dequantize and a quantize on ONNX Runtime's CPU kernels) is timed beside them, to show
+  what the CPU artifact's UINT8 activations buy;
 * beats classified per second per core by the whole chain (streaming QRS detector, beat windows,
   INT8 network; 1-s chunks), from CPU time.
 
     .venv/bin/python bench/beat_classifier.py
-    .venv/bin/python bench/beat_classifier.py --u8 --json out.json
+    .venv/bin/python bench/beat_classifier.py --json out.json
 """
 
 from __future__ import annotations
@@ -27,7 +26,6 @@ import argparse
 import json
 import os
 import platform
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -89,27 +87,6 @@ def _latency(peers: dict[str, Callable], x: dict, runs: int) -> dict[str, tuple[
     return {k: tuple(float(v) for v in np.percentile(a, [50, 99]) * 1e3) for k, a in t.items()}
 
 
-def _u8_variant(fp32: Path, out: Path, data: Path) -> Path:
-    """The FP32 model quantized with asymmetric uint8 activations (experiment; see the docstring)."""
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    from vigil.export.quantize import ArrayReader
-    from vigil.models.beats import CALIB_WINDOWS, DS1, _load, _present, stratified
-
-    root = data / "mitdb"
-    recs = _load(root, _present(root, DS1), None)
-    calib, _, _ = stratified(list(recs.values()), CALIB_WINDOWS, np.random.default_rng(0))
-    pre = out.with_suffix(".pre.onnx")
-    quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
-    quantize_static(
-        str(pre), str(out), ArrayReader(calib), quant_format=QuantFormat.QDQ, per_channel=True,
-        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-        calibrate_method=CalibrationMethod.MinMax, extra_options={"WeightSymmetric": True},
-    )  # fmt: skip
-    return out
-
-
 def _pipeline_rate(x: np.ndarray, fs: float, model: Path) -> tuple[int, float]:
     """(beats classified, CPU seconds) of the whole chain on one lead, 1-s chunks, INT8."""
     from vigil.edge.beat_classes import BeatClassifier, classify_signal
@@ -131,8 +108,6 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=2000, help="single-window calls for p50/p99 (default 2000)")
     ap.add_argument("--seconds", type=float, default=6.0, help="timing budget per batch size (default 6)")
     ap.add_argument("--cpu", type=int, default=None, help="core to pin to (default: the first allowed)")
-    ap.add_argument("--u8", action="store_true", help="also time a uint8-activation variant (experiment)")
-    ap.add_argument("--data", default=os.environ.get("VIGIL_DATA", str(REPO.parent / "shared" / "data")))
     ap.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     args = ap.parse_args()
 
@@ -174,20 +149,13 @@ def main() -> int:
     levels = {
         f"{p} {lv}": ort_peer(paths[p], lv) for p in ("int8", "fp32") for lv in ("basic", "extended", "all")
     }
-    variants = dict(levels)
-    with tempfile.TemporaryDirectory() as tmp:
-        if args.u8:
-            try:
-                variants["u8s8 all"] = ort_peer(
-                    _u8_variant(paths["fp32"], Path(tmp) / "u8.onnx", Path(args.data))
-                )
-            except ImportError as exc:
-                print(f"u8 variant skipped: {exc}")
-        t = round_robin(variants, tile(x, 1024), args.seconds)
+    if "int8-tensorrt" in card.artifacts:
+        levels["int8-tensorrt all"] = ort_peer(verified_artifact(card, folder, "int8-tensorrt"))
+    t = round_robin(levels, tile(x, 1024), args.seconds)
     res["variants_batch1024_ms"] = {k: round(v * 1e3, 4) for k, v in t.items()}
     print("batch 1024 by ONNX Runtime graph optimisation level (ms/call, FP32-all / variant):")
     for k, v in t.items():
-        print(f"  {k:<14} {v * 1e3:9.3f}  x{t['fp32 all'] / v:5.2f}")
+        print(f"  {k:<17} {v * 1e3:9.3f}  x{t['fp32 all'] / v:5.2f}")
 
     n, cpu_s = _pipeline_rate(lead, fs, Path(args.model))
     res["pipeline"] = {"beats": n, "cpu_s": round(cpu_s, 3), "beats_per_s": round(n / cpu_s)}

@@ -14,8 +14,9 @@ Fields (all required unless marked optional):
 * ``inputs``: ``{name: [dims...]}``, ``-1`` for the batch axis;
 * ``preprocessing``: ``{"id": ..., "fs": Hz, ...}``; ``id`` names the numpy preprocessing that turns a
   signal into the network's input (see :data:`PREPROCESSING`); other keys are its parameters;
-* ``artifacts``: ``{"fp32": {"file", "sha256", "bytes"}, "int8": {...}}`` (file names relative to
-  the card);
+* ``artifacts``: ``{"fp32": {"file", "sha256", "bytes"}, "int8": {...}, "int8-tensorrt": {...}}``
+  (file names relative to the card; ``int8`` is quantized for ONNX Runtime on CPUs,
+  ``int8-tensorrt`` for TensorRT's explicit quantization: :mod:`vigil.export.quantize`);
 * ``data``, ``metrics``, ``latency``, ``intended_use``, ``failure_modes``: free-form JSON for people
   (optional for loading).
 """
@@ -32,6 +33,8 @@ CARD_SUFFIX = ".card.json"
 TASKS = ("ecg-beats", "ecg-rhythm", "eeg-seizure", "emg-gesture")
 #: Preprocessing ids this build implements (the runtime refuses a card naming any other).
 PREPROCESSING = ("beat-window/1", "rhythm-strip/1", "eeg-segment/1", "emg-window/1")
+#: The artifacts a trained network ships: FP32, INT8 for ONNX Runtime on CPUs, INT8 for TensorRT.
+PRECISIONS = ("fp32", "int8", "int8-tensorrt")
 
 
 class ModelError(ValueError):
@@ -115,6 +118,11 @@ def sha256_of(path: Path) -> str:
 def artifact(path: Path) -> Artifact:
     """The card entry of one artifact file (name relative to its folder)."""
     return Artifact(path.name, sha256_of(path), path.stat().st_size)
+
+
+def artifacts_of(paths: dict[str, Path]) -> dict[str, Artifact]:
+    """The card's ``artifacts`` section for ``{precision: file}``."""
+    return {k: artifact(p) for k, p in paths.items()}
 
 
 def card_path(model: Path) -> Path:

@@ -11,6 +11,12 @@ available one in that order and falls back, logging why, when a session cannot b
 ``engine_cache`` in a folder named by (model SHA-256, TensorRT version, GPU), so an engine is built
 once per device and never reused on another. ``threads`` bounds ONNX Runtime's intra-op threads
 (default 1: the monitor owns its cores).
+
+**Which artifact.** ``precision="int8"`` runs the card's ``int8`` artifact (UINT8 activations, what
+ONNX Runtime's CPU kernels run fastest) on CUDA and CPU, and its ``int8-tensorrt`` artifact
+(symmetric INT8, explicit quantization) on TensorRT; a card without the latter skips TensorRT for
+INT8, with a logged reason. ``precision="fp32"`` runs FP32 on CPU and CUDA, FP16 on TensorRT.
+``precision="int8-tensorrt"`` runs the TensorRT artifact anywhere (on a CPU: to check it).
 """
 
 from __future__ import annotations
@@ -75,14 +81,19 @@ def engine_cache_dir(root: Path, model_sha256: str) -> Path:
     return Path(root) / f"{model_sha256[:16]}-trt{version}-{gpu}"
 
 
-def _provider_options(provider: str, card: ModelCard, precision: str, cache: Path | None) -> dict[str, Any]:
+def artifact_key(precision: str, provider: str) -> str:
+    """The card artifact that ``precision`` runs on ``provider`` (see the module docstring)."""
+    return "int8-tensorrt" if precision == "int8" and provider == TENSORRT else precision
+
+
+def _provider_options(provider: str, card: ModelCard, key: str, cache: Path | None) -> dict[str, Any]:
     if provider != TENSORRT:
         return {}
-    opts: dict[str, Any] = {"trt_fp16_enable": precision == "fp32"}
-    if precision == "int8":
+    opts: dict[str, Any] = {"trt_fp16_enable": key == "fp32"}
+    if key.startswith("int8"):
         opts["trt_int8_enable"] = True  # explicit quantization: scales come from the QDQ nodes
     if cache is not None:
-        d = engine_cache_dir(cache, card.artifacts[precision].sha256)
+        d = engine_cache_dir(cache, card.artifacts[key].sha256)
         d.mkdir(parents=True, exist_ok=True)
         opts.update(trt_engine_cache_enable=True, trt_engine_cache_path=str(d), trt_timing_cache_enable=True)
     return opts
@@ -148,14 +159,20 @@ def load_model(
         raise ModelError(f"{card.name}: a {card.task} model, not {task}")
     if fs is not None and abs(card.fs - fs) > 1e-6 * card.fs:
         raise ModelError(f"{card.name}: expects {card.fs:g} Hz input (its card), not {fs:g} Hz")
-    path = verified_artifact(card, folder, precision)
+    if precision not in card.artifacts:
+        verified_artifact(card, folder, precision)  # raises: the card has no such artifact
     so = ort.SessionOptions()
     so.intra_op_num_threads = max(1, int(threads))
     so.inter_op_num_threads = 1
     so.log_severity_level = 3
     last_error: Exception | None = None
     for provider in provider_plan(ort.get_available_providers(), providers):
-        opts = _provider_options(provider, card, precision, engine_cache)
+        key = artifact_key(precision, provider)
+        if key not in card.artifacts:
+            log.warning("%s: no %r artifact for %s; falling back", card.name, key, provider)
+            continue
+        path = verified_artifact(card, folder, key)
+        opts = _provider_options(provider, card, key, engine_cache)
         try:
             session = ort.InferenceSession(
                 str(path), so, providers=[(provider, opts)] if opts else [provider]

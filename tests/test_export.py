@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vigil.export.card import ModelCard, ModelError, artifact, card_path, load_card
+from vigil.export.card import ModelCard, ModelError, artifact, artifacts_of, card_path, load_card
 from vigil.export.runtime import CPU, CUDA, TENSORRT, engine_cache_dir, load_model, provider_plan
 
 torch = pytest.importorskip("torch", reason="export tests need the train extra (torch)")
@@ -42,19 +42,20 @@ def _inputs(n: int, seed: int = 0) -> dict[str, np.ndarray]:
 @pytest.fixture(scope="module")
 def zoo(tmp_path_factory) -> Path:
     from vigil.export.onnx_export import export_onnx
-    from vigil.export.quantize import quantize_int8
+    from vigil.export.quantize import int8_artifacts
 
     torch.manual_seed(0)
     d = tmp_path_factory.mktemp("zoo")
     model = TinyTCN()
     diff = export_onnx(model, _inputs(4), d / "tiny.fp32.onnx", check_inputs=_inputs(256, 1))
     assert diff <= 1e-4
-    quantize_int8(d / "tiny.fp32.onnx", d / "tiny.int8.onnx", _inputs(512, 2))
+    int8s = int8_artifacts(d / "tiny.fp32.onnx", _inputs(512, 2))
+    assert sorted(p.name for p in int8s.values()) == ["tiny.int8-tensorrt.onnx", "tiny.int8.onnx"]
     card = ModelCard(
         name="tiny", task="ecg-beats", version="test", classes=("N", "S", "V"),
         inputs={"beat": (-1, 1, 64), "rr": (-1, 2)},
         preprocessing={"id": "beat-window/1", "fs": 128.0},
-        artifacts={"fp32": artifact(d / "tiny.fp32.onnx"), "int8": artifact(d / "tiny.int8.onnx")},
+        artifacts=artifacts_of({"fp32": d / "tiny.fp32.onnx", **int8s}),
     )  # fmt: skip
     card.save(card_path(d / "tiny"))
     return d
@@ -79,6 +80,37 @@ def test_int8_is_qdq_and_close_to_fp32(zoo: Path):
     graph = onnx.load(str(zoo / "tiny.int8.onnx")).graph
     int8 = {i.name for i in graph.initializer if i.data_type == onnx.TensorProto.INT8}
     assert {"c1.weight_quantized", "c2.weight_quantized", "head.weight_quantized"} <= int8  # INT8 weights
+
+
+def _activation_zero_points(path: Path) -> list[np.ndarray]:
+    """Zero points of the activation quantizers (QuantizeLinear nodes) of a QDQ model."""
+    import onnx
+    from onnx import numpy_helper
+
+    g = onnx.load(str(path)).graph
+    inits = {i.name: numpy_helper.to_array(i) for i in g.initializer}
+    return [inits[n.input[2]] for n in g.node if n.op_type == "QuantizeLinear"]
+
+
+def test_cpu_int8_folds_relu_into_uint8_activations_tensorrt_int8_is_symmetric(zoo: Path):
+    """The CPU artifact: UINT8 activations and no ReLU left (each is the zero of its convolution's
+    output quantizer, so ONNX Runtime runs QLinearConv end to end). The TensorRT artifact: INT8
+    activations with zero point 0 everywhere (explicit quantization accepts nothing else), ReLUs kept.
+    Both keep FP32's answers."""
+    import onnx
+
+    cpu, trt = zoo / "tiny.int8.onnx", zoo / "tiny.int8-tensorrt.onnx"
+    ops = {p: [n.op_type for n in onnx.load(str(p)).graph.node] for p in (cpu, trt)}
+    assert "Relu" not in ops[cpu] and ops[trt].count("Relu") == 2
+    assert all(z.dtype == np.uint8 for z in _activation_zero_points(cpu))
+    zt = _activation_zero_points(trt)
+    assert zt and all(z.dtype == np.int8 and not z.any() for z in zt)
+    x = _inputs(400, 4)
+    fp = load_model(zoo / "tiny", precision="fp32").run(x).argmax(1)
+    for precision in ("int8", "int8-tensorrt"):
+        q = load_model(zoo / "tiny", precision=precision, providers="cpu")
+        assert q.path.name == f"tiny.{precision}.onnx"
+        assert np.mean(q.run(x).argmax(1) == fp) > 0.95, precision
 
 
 def test_int8_weights_are_kept_to_7_bits_with_consistent_biases(zoo: Path, tmp_path: Path):
@@ -196,6 +228,45 @@ def test_missing_gpu_providers_fall_back_to_cpu_with_a_log(zoo: Path, caplog, mo
     assert m.provider == CPU
     text = caplog.text
     assert "TensorrtExecutionProvider unavailable" in text and "CUDAExecutionProvider unavailable" in text
+
+
+def test_int8_on_tensorrt_takes_the_symmetric_artifact(zoo: Path, tmp_path: Path, caplog, monkeypatch):
+    """precision="int8" opens int8-tensorrt.onnx on TensorRT and int8.onnx on CUDA and CPU; a card
+    without a TensorRT artifact skips TensorRT for INT8, with a logged reason."""
+    import shutil
+
+    import onnxruntime as ort
+
+    real, opened = ort.InferenceSession, []
+
+    def fake_session(path, so, providers):
+        name = providers[0][0] if isinstance(providers[0], tuple) else providers[0]
+        opened.append((name, Path(path).name))
+        if name != CPU:
+            raise RuntimeError(f"{name}: no GPU here")
+        return real(path, so, providers=providers)
+
+    monkeypatch.setattr(ort, "get_available_providers", lambda: [TENSORRT, CUDA, CPU])
+    monkeypatch.setattr(ort, "InferenceSession", fake_session)
+    load_model(zoo / "tiny", precision="int8")
+    assert opened == [
+        (TENSORRT, "tiny.int8-tensorrt.onnx"),
+        (CUDA, "tiny.int8.onnx"),
+        (CPU, "tiny.int8.onnx"),
+    ]
+    opened.clear()
+    load_model(zoo / "tiny", precision="fp32")
+    assert [f for _, f in opened] == ["tiny.fp32.onnx"] * 3
+    for f in zoo.glob("tiny.*"):
+        shutil.copy(f, tmp_path / f.name)
+    card = load_card(tmp_path / "tiny")
+    arts = {k: v for k, v in card.artifacts.items() if k != "int8-tensorrt"}
+    ModelCard(**{**card.__dict__, "artifacts": arts}).save(card_path(tmp_path / "tiny"))
+    opened.clear()
+    with caplog.at_level(logging.WARNING, logger="vigil.export.runtime"):
+        assert load_model(tmp_path / "tiny", precision="int8").provider == CPU
+    assert [p for p, _ in opened] == [CUDA, CPU]
+    assert "no 'int8-tensorrt' artifact for TensorrtExecutionProvider" in caplog.text
 
 
 def test_engine_cache_is_keyed_by_model_tensorrt_and_gpu(tmp_path: Path):
