@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from vigil.export.card import ModelCard, artifact, card_path
+from vigil.export.card import PRECISIONS, ModelCard, artifacts_of, card_path
 from vigil.kernels.emg_window import (
     BAND,
     FS,
@@ -71,6 +71,7 @@ CLASSES = ("rest", "fist", "wrist-flexion", "wrist-extension", "radial-deviation
 FS_UCI = 1000.0
 K_FOLDS = 5
 EPOCHS = 4
+QAT_EPOCHS = 1  # then fine-tuned with 7-bit weights (models.training.weights_on_int8_grid)
 PHASES = 5  # training windows at every 200 Hz grid phase of the 1 kHz rows (see training_windows)
 UNMARKED = -1
 VERSION = "1.0.0"
@@ -332,7 +333,16 @@ def _fit(
 
     build = lambda: _torch_model()[0]  # noqa: E731
     return train_classifier(
-        build, inputs_of(w, idx), w["label"][idx], len(CLASSES), ("emg",), epochs, seed, progress, label
+        build,
+        inputs_of(w, idx),
+        w["label"][idx],
+        len(CLASSES),
+        ("emg",),
+        epochs,
+        seed,
+        progress,
+        label,
+        qat_epochs=QAT_EPOCHS,
     )
 
 
@@ -375,6 +385,7 @@ def cross_validate(recs: list[Recording], opts: TrainOptions) -> dict[str, Any]:
     res: dict[str, Any] = {
         "folds": k,
         "epochs": epochs,
+        "qat_epochs": QAT_EPOCHS,
         "training_windows_per_fold_mean": int(
             np.mean([np.sum((tfold != f) & (tw["label"] >= 0)) for f in range(k)])
         ),
@@ -417,6 +428,7 @@ def train(opts: TrainOptions) -> ModelCard:
         "seconds": round(time.perf_counter() - t0, 1),
         "seed": opts.seed,
         "epochs": epochs,
+        "qat_epochs": QAT_EPOCHS,
         "grid_phases": phases,
         "quick": opts.quick,
         "parameters": count_parameters(model),
@@ -463,7 +475,7 @@ def export(opts: TrainOptions) -> ModelCard:
     import torch
 
     from vigil.export.onnx_export import export_onnx
-    from vigil.export.quantize import quantize_int8
+    from vigil.export.quantize import int8_artifacts
 
     torch.set_num_threads(1)
     zoo = Path(opts.zoo)
@@ -479,7 +491,7 @@ def export(opts: TrainOptions) -> ModelCard:
     calib, check = calibration_set(inputs_of(w, lab), 1024, rng), pick(inputs_of(w, lab), 256, rng)
     fp32, int8 = zoo / f"{NAME}.fp32.onnx", zoo / f"{NAME}.int8.onnx"
     parity = export_onnx(model, {k: v[:4] for k, v in check.items()}, fp32, check_inputs=check)
-    quantize_int8(fp32, int8, calib, method)
+    int8s = int8_artifacts(fp32, calib, method)
     bp = cv["by_precision"]
     metrics: dict[str, Any] = {
         "validation": {
@@ -495,6 +507,7 @@ def export(opts: TrainOptions) -> ModelCard:
             "parameters": training["parameters"],
             "fp32_kb": size_kb(fp32),
             "int8_kb": size_kb(int8),
+            "int8_tensorrt_kb": size_kb(int8s["int8-tensorrt"]),
             "weights_fp32_kb": round(training["parameters"] * 4 / 1024, 1),
         },
     }
@@ -531,7 +544,7 @@ def export(opts: TrainOptions) -> ModelCard:
             "channels": 8,
             "kernel": "vigil.kernels.emg_window.EMGWindower (any input rate; resampled to fs)",
         },
-        artifacts={"fp32": artifact(fp32), "int8": artifact(int8)},
+        artifacts=artifacts_of({"fp32": fp32, **int8s}),
         data=data,
         metrics=metrics,
         latency={},
@@ -543,7 +556,7 @@ def export(opts: TrainOptions) -> ModelCard:
         "folder": "data/emg_gestures_uci",
         "note": "subject 01 was in the final network's training: a reproducibility check, "
         "not an accuracy claim",
-        **{p: vendored_metrics(zoo / NAME, p) for p in ("fp32", "int8")},
+        **{p: vendored_metrics(zoo / NAME, p) for p in PRECISIONS},
     }
     one = {k: v[:1] for k, v in check.items()}
     card = ModelCard(**{**card.__dict__, "metrics": metrics, "latency": measure_latency(zoo / NAME, one)})

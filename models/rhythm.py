@@ -11,8 +11,9 @@ one beat); a bidirectional GRU reads them; its outputs are pooled (mean and max 
 concatenated with the RR features after a small dense layer; two dense layers give the four class
 scores. A record's class is the arg-max of the softmax of the mean logits over its sliding windows
 (:func:`~vigil.kernels.rhythm_strip.record_probabilities`). LeakyReLU
-rather than ReLU because ONNX Runtime fuses it into an INT8 lookup (``QLinearLeakyRelu``), whereas a
-ReLU between symmetric INT8 tensors is run in float between a dequantize and a quantize.
+rather than ReLU because ONNX Runtime fuses it into an INT8 lookup (``QLinearLeakyRelu``) in either
+INT8 artifact, whereas a ReLU between symmetric INT8 tensors (the TensorRT artifact) is run in float
+between a dequantize and a quantize.
 
 Training: random 10-s crops (``crops_per_10s`` per 10 s of strip), biosignal augmentation
 (:func:`vigil.models.training.augment`) plus polarity flips (hand-held single-lead devices are often
@@ -43,7 +44,8 @@ from pathlib import Path
 
 import numpy as np
 
-from vigil.export.card import ModelCard, artifact, card_path
+from vigil.export.card import ModelCard, artifacts_of, card_path
+from vigil.export.quantize import INT8_NOTE
 from vigil.kernels.rhythm_strip import (
     RR_FEATURES,
     Strip,
@@ -182,6 +184,9 @@ def build(cfg: Config):  # -> RhythmCRNN (torch.nn.Module)
     import torch
     from torch import nn
 
+    from vigil.export.quantize import WEIGHT_BITS
+    from vigil.models.training import fake_quantize_weights
+
     def act() -> nn.Module:
         return nn.LeakyReLU(cfg.leaky) if cfg.leaky > 0 else nn.ReLU()
 
@@ -202,11 +207,7 @@ def build(cfg: Config):  # -> RhythmCRNN (torch.nn.Module)
             return x + (torch.clamp(torch.round(x / s), -127, 127) * s - x).detach()
 
     def fake_weight(w: torch.Tensor) -> torch.Tensor:
-        """Per-output-channel symmetric 7-bit weights (what :func:`vigil.export.quantize.quantize_int8`
-        ships), straight through; a batch norm folded into a convolution scales whole output
-        channels, which leaves this rounding unchanged."""
-        s = w.detach().abs().amax(dim=tuple(range(1, w.dim())), keepdim=True).clamp_min(1e-12) / 63
-        return w + (torch.clamp(torch.round(w / s), -63, 63) * s - w).detach()
+        return fake_quantize_weights(w, WEIGHT_BITS)
 
     class RhythmCRNN(nn.Module):
         """Conv blocks -> bidirectional GRU -> mean/max pooling, + RR features -> class scores."""
@@ -523,13 +524,14 @@ def latency_ms(path: Path, window: dict, runs: int = 300) -> dict:
     }
 
 
-def vendored_metrics(fp32: Path, int8: Path, folder: Path, params: StripParams) -> dict:
-    """What the shipped artifacts say on the vendored records (the tests recompute this)."""
+def vendored_metrics(artifacts: dict[str, Path], folder: Path, params: StripParams) -> dict:
+    """What the shipped artifacts (``{precision: file}``, FP32 first) say on the vendored records (the
+    tests recompute this)."""
     records = load_records(folder, params)
     x, owner, wins = sliding(records)
     ref = np.array([r.label for r in records])
     out: dict = {"folder": "data/cinc2017", "in_training_set": True, "records": {}}
-    scores = {"fp32": onnx_scores(fp32, x), "int8": onnx_scores(int8, x)}
+    scores = {k: onnx_scores(p, x) for k, p in artifacts.items()}
     probs = {k: per_record(v, owner, len(records)) for k, v in scores.items()}
     for i, r in enumerate(records):
         out["records"][r.name] = {
@@ -539,7 +541,9 @@ def vendored_metrics(fp32: Path, int8: Path, folder: Path, params: StripParams) 
         }  # fmt: skip
     for k in probs:
         out[f"{k}_accuracy"] = round(float(np.mean(probs[k].argmax(1) == ref)), 4)
-    out["window_agreement"] = round(float(np.mean(scores["fp32"].argmax(1) == scores["int8"].argmax(1))), 4)
+    for k in list(scores)[1:]:
+        agree = np.mean(scores["fp32"].argmax(1) == scores[k].argmax(1))
+        out["window_agreement" + ("" if k == "int8" else f"_{k}")] = round(float(agree), 4)
     out["windows"] = int(len(owner))
     return out
 
@@ -571,7 +575,7 @@ def _failure_modes(fp32: dict) -> tuple[str, ...]:
 def export(opts: TrainOptions) -> ModelCard:
     """From ``<zoo>/ecg-rhythm.pt``: FP32 and INT8 ONNX (calibration method chosen by held-out CV
     macro-F1, calibrated on training windows), measured latency, vendored-record metrics, the card."""
-    from vigil.export.quantize import quantize_int8
+    from vigil.export.quantize import int8_artifacts
     from vigil.models.training import count_parameters
 
     zoo = Path(opts.zoo)
@@ -585,7 +589,7 @@ def export(opts: TrainOptions) -> ModelCard:
     fp32, int8 = zoo / f"{NAME}.fp32.onnx", zoo / f"{NAME}.int8.onnx"
     diff = export_fp32(model, fp32, check)
     method = ckpt["cv"]["calibration"]["chosen"]
-    quantize_int8(fp32, int8, calib, method)
+    int8s = int8_artifacts(fp32, calib, method)
     one = {k: v[:1] for k, v in check.items()}
     runs = 30 if opts.quick else 500
     latency = {"int8": latency_ms(int8, one, runs), "fp32": latency_ms(fp32, one, runs),
@@ -603,8 +607,9 @@ def export(opts: TrainOptions) -> ModelCard:
         "af_alarm": cv["af_alarm"],
         "onnx_parity_max_abs": float(f"{diff:.3g}"),
         "size": {"parameters": count_parameters(model), "fp32_kb": round(fp32.stat().st_size / 1024, 1),
-                 "int8_kb": round(int8.stat().st_size / 1024, 1)},
-        "vendored": vendored_metrics(fp32, int8, VENDORED, cfg.strip),
+                 "int8_kb": round(int8.stat().st_size / 1024, 1),
+                 "int8_tensorrt_kb": round(int8s["int8-tensorrt"].stat().st_size / 1024, 1)},
+        "vendored": vendored_metrics({"fp32": fp32, **int8s}, VENDORED, cfg.strip),
         "model_selection": "the recipe (epochs, class-weight power, network width, window aggregation) was "
         "chosen among a few alternatives by this same cross-validation, so these figures are mildly "
         "optimistic; the held-back records (IDs divisible by 3) were never used",
@@ -626,7 +631,7 @@ def export(opts: TrainOptions) -> ModelCard:
             "aggregation": "record class = arg-max of the softmax "
             "of the mean logits over the strip's classified windows (record_probabilities)",
         },
-        artifacts={"fp32": artifact(fp32), "int8": artifact(int8)},
+        artifacts=artifacts_of({"fp32": fp32, **int8s}),
         data={
             "dataset": "PhysioNet/CinC Challenge 2017 training set, the shared subset (A00001-A01500 without "
             "IDs divisible by 3, which are held back): ../shared/data/cinc2017_af, labels REFERENCE-v3.csv",
@@ -645,8 +650,8 @@ def export(opts: TrainOptions) -> ModelCard:
                 "machine": "2 shared CPU cores, torch 1 thread",
             },
             "int8": f"static QDQ, {method} calibration on {len(calib['ecg'])} random training windows; "
-            "convolutions and dense layers INT8 (per-channel 7-bit weights, symmetric 8-bit activations), "
-            "the GRU FP32 (ONNX Runtime has no static INT8 GRU)",
+            f"convolutions and dense layers INT8 ({INT8_NOTE}), the GRU FP32 (ONNX Runtime has no static "
+            "INT8 GRU)",
         },  # fmt: skip
         metrics=metrics,
         latency=latency,

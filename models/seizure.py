@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from vigil.export.card import ModelCard, artifact, card_path
+from vigil.export.card import PRECISIONS, ModelCard, artifacts_of, card_path
 from vigil.kernels.eeg_segment import BAND, FS, HOP_S, MIN_SD, PREPROCESSING_ID, WINDOW_S, eeg_segments
 from vigil.models.metrics import bootstrap_ci, macro_f1
 from vigil.models.registry import REPO, TrainOptions
@@ -46,6 +46,7 @@ SETS = ("Z", "O", "N", "F", "S")
 FS_BONN = 173.61
 K_FOLDS = 5
 EPOCHS = 15
+QAT_EPOCHS = 2  # then fine-tuned with 7-bit weights (models.training.weights_on_int8_grid)
 ALARM = {"threshold": 0.5, "consecutive": 2}
 VERSION = "1.0.0"
 VENDORED = ("Z001", "O001", "S001")
@@ -542,7 +543,16 @@ def _fit(
 
     build = lambda: _torch_model()[0]  # noqa: E731
     return train_classifier(
-        build, inputs_of(w, idx), w["label"][idx], 2, ("eeg",), epochs, seed, progress, label
+        build,
+        inputs_of(w, idx),
+        w["label"][idx],
+        2,
+        ("eeg",),
+        epochs,
+        seed,
+        progress,
+        label,
+        qat_epochs=QAT_EPOCHS,
     )
 
 
@@ -616,6 +626,7 @@ def cross_validate(segs: list[Segment], opts: TrainOptions) -> dict[str, Any]:
     res: dict[str, Any] = {
         "folds": k,
         "epochs": epochs,
+        "qat_epochs": QAT_EPOCHS,
         "windows": int(len(y)),
         "n_invalid": int(w["n_invalid"]),
     }
@@ -714,6 +725,7 @@ def train(opts: TrainOptions) -> ModelCard:
         "seconds": round(time.perf_counter() - t0, 1),
         "seed": opts.seed,
         "epochs": epochs,
+        "qat_epochs": QAT_EPOCHS,
         "quick": opts.quick,
         "parameters": count_parameters(model),
         "segments": {s: sum(g.set == s for g in segs) for s in SETS},
@@ -776,7 +788,7 @@ def export(opts: TrainOptions) -> ModelCard:
     import torch
 
     from vigil.export.onnx_export import export_onnx
-    from vigil.export.quantize import quantize_int8
+    from vigil.export.quantize import int8_artifacts
 
     torch.set_num_threads(1)
     zoo = Path(opts.zoo)
@@ -792,11 +804,12 @@ def export(opts: TrainOptions) -> ModelCard:
     calib, check = calibration_set(inputs_of(w), 1024, rng), pick(inputs_of(w), 256, rng)
     fp32, int8 = zoo / f"{NAME}.fp32.onnx", zoo / f"{NAME}.int8.onnx"
     parity = export_onnx(model, {k: v[:4] for k, v in check.items()}, fp32, check_inputs=check)
-    quantize_int8(fp32, int8, calib, method)
+    int8s = int8_artifacts(fp32, calib, method)
     size = {
         "parameters": training["parameters"],
         "fp32_kb": size_kb(fp32),
         "int8_kb": size_kb(int8),
+        "int8_tensorrt_kb": size_kb(int8s["int8-tensorrt"]),
         "weights_fp32_kb": round(training["parameters"] * 4 / 1024, 1),
     }
     bp = cv["by_precision"]
@@ -844,7 +857,7 @@ def export(opts: TrainOptions) -> ModelCard:
             "kernel": "vigil.kernels.eeg_segment.EEGSegmenter (any input rate; resampled to fs)",
             "channels": "each channel is classified on its own (one batch item per channel)",
         },
-        artifacts={"fp32": artifact(fp32), "int8": artifact(int8)},
+        artifacts=artifacts_of({"fp32": fp32, **int8s}),
         data=data,
         metrics=metrics,
         latency={},
@@ -852,7 +865,7 @@ def export(opts: TrainOptions) -> ModelCard:
         failure_modes=FAILURE_MODES,
     )
     card.save(card_path(zoo / NAME))
-    vend = {p: vendored_metrics(zoo / NAME, p) for p in ("fp32", "int8")}
+    vend = {p: vendored_metrics(zoo / NAME, p) for p in PRECISIONS}
     metrics["vendored"] = {
         "folder": "data/bonn_eeg",
         "note": "these segments were in the final "

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from vigil.edge.beat_classes import BeatClassifier, classify_record, classify_signal, default_model
-from vigil.export.card import ModelError, load_card
+from vigil.export.card import PRECISIONS, ModelError, load_card
 from vigil.kernels.beat_features import CLASSES, RR_FEATURES
 from vigil.models.beats import SCORED, VENDORED, ec57_table, reference_labels, vendored_metrics
 
@@ -31,8 +31,7 @@ def card():
 @pytest.fixture(scope="module")
 def measured(data_dir: Path) -> dict[str, dict[str, dict]]:
     return {
-        r: {p: vendored_metrics(ZOO_MODEL, data_dir / "mitdb" / r, p) for p in ("fp32", "int8")}
-        for r in VENDORED
+        r: {p: vendored_metrics(ZOO_MODEL, data_dir / "mitdb" / r, p) for p in PRECISIONS} for r in VENDORED
     }
 
 
@@ -41,10 +40,10 @@ def test_card_states_what_the_issue_asks(card):
     assert card.inputs == {"beat": (-1, 2, 96), "rr": (-1, len(RR_FEATURES))}
     assert card.preprocessing["id"] == "beat-window/1" and card.fs == 128.0
     size = card.metrics["size"]
-    assert size["parameters"] <= 100_000 and size["int8_kb"] <= 100
-    assert size["int8_kb"] == pytest.approx(
-        (ZOO_MODEL.parent / card.artifacts["int8"].file).stat().st_size / 1024, abs=0.1
-    )
+    assert size["parameters"] <= 100_000 and size["int8_kb"] <= 100 and size["int8_tensorrt_kb"] <= 100
+    for p in ("int8", "int8-tensorrt"):
+        kb = size[p.replace("-", "_") + "_kb"]
+        assert kb == pytest.approx((ZOO_MODEL.parent / card.artifacts[p].file).stat().st_size / 1024, abs=0.1)
     val = card.metrics["validation"]
     for p in ("fp32", "int8"):
         for c in ("N", "S", "V", "F"):
@@ -65,7 +64,7 @@ def test_card_states_what_the_issue_asks(card):
 
 
 @pytest.mark.parametrize("record", VENDORED)
-@pytest.mark.parametrize("precision", ["fp32", "int8"])
+@pytest.mark.parametrize("precision", PRECISIONS)
 def test_shipped_artifacts_reproduce_the_card(card, measured, record: str, precision: str):
     want = card.metrics["vendored"][record][precision]
     got = measured[record][precision]
@@ -80,19 +79,21 @@ def test_shipped_artifacts_reproduce_the_card(card, measured, record: str, preci
     assert got["macro_f1"] == pytest.approx(want["macro_f1"], abs=TOL)
 
 
-def test_int8_keeps_fp32_accuracy_on_real_records(measured):
+@pytest.mark.parametrize("int8", ["int8", "int8-tensorrt"])
+def test_int8_keeps_fp32_accuracy_on_real_records(measured, int8: str):
     """Floor: INT8 macro-F1 (N, S, V, F) within 1 point of FP32, and no class with at least 50 beats
-    (below that one beat is over 2 points) losing more than 2 points of sensitivity; 100 + 208 pooled."""
+    (below that one beat is over 2 points) losing more than 2 points of sensitivity; 100 + 208 pooled.
+    Both INT8 artifacts (CPU and TensorRT), each run here by ONNX Runtime on the CPU."""
     pooled = {}
-    for p in ("fp32", "int8"):
+    for p in ("fp32", int8):
         rows = [measured[r][p]["classes"] for r in VENDORED]
         pooled[p] = {c: (sum(r[c]["tp"] for r in rows), sum(r[c]["n"] for r in rows),
                          sum(r[c]["fp"] for r in rows)) for c in CLASSES}  # fmt: skip
     f1 = {p: np.mean([2 * tp / (n + tp + fp) for tp, n, fp in (pooled[p][CLASSES[k]] for k in SCORED)])
           for p in pooled}  # fmt: skip
-    assert f1["int8"] >= f1["fp32"] - 0.01, f1
+    assert f1[int8] >= f1["fp32"] - 0.01, f1
     for c in CLASSES:
-        tp8, n, _ = pooled["int8"][c]
+        tp8, n, _ = pooled[int8][c]
         tp32 = pooled["fp32"][c][0]
         if n >= 50:
             assert tp8 / n >= tp32 / n - 0.02, (c, tp8, tp32, n)
@@ -218,7 +219,7 @@ def test_quick_training_run_end_to_end(data_dir: Path, tmp_path: Path):
     from vigil.models.registry import TrainOptions
 
     card = train(TrainOptions(data=data_dir, zoo=tmp_path, quick=True, progress=False))
-    for suffix in (".pt", ".fp32.onnx", ".int8.onnx", ".card.json"):
+    for suffix in (".pt", ".fp32.onnx", ".int8.onnx", ".int8-tensorrt.onnx", ".card.json"):
         assert (tmp_path / f"{NAME}{suffix}").is_file()
     assert card.metrics["training"]["records"] == ["208"] and card.metrics["training"]["quick"]
     assert card.metrics["validation"]["calibration"]["method"] in ("minmax", "entropy", "percentile")

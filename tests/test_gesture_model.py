@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vigil.export.card import load_card
+from vigil.export.card import PRECISIONS, load_card
 from vigil.export.runtime import load_model
 from vigil.kernels.emg_window import HOP_S
 from vigil.models import gesture as G
@@ -41,6 +41,7 @@ def test_card_states_what_the_network_takes_and_the_floors(card):
     size = card.metrics["size"]
     assert size["parameters"] <= 100_000
     assert card.artifacts["int8"].bytes <= 100 * 1024 and size["int8_kb"] <= 100
+    assert card.artifacts["int8-tensorrt"].bytes <= 100 * 1024 and size["int8_tensorrt_kb"] <= 100
     assert card.metrics["onnx_parity_max_abs"] <= 1e-4
     for p in ("fp32", "int8"):
         lat = card.latency[p]
@@ -51,7 +52,7 @@ def test_card_states_what_the_network_takes_and_the_floors(card):
         assert 100 * (fp["per_class"][c]["sensitivity"] - q["per_class"][c]["sensitivity"]) <= 2.0, c
 
 
-@pytest.mark.parametrize("precision", ["fp32", "int8"])
+@pytest.mark.parametrize("precision", PRECISIONS)
 def test_shipped_artifacts_reproduce_the_cards_vendored_metrics(card, precision: str):
     """Tolerance: exact (window counts and the classes given; rates from them to 1e-6)."""
     want = card.metrics["vendored"][precision]
@@ -63,7 +64,8 @@ def test_shipped_artifacts_reproduce_the_cards_vendored_metrics(card, precision:
     assert got["sensitivity"] == pytest.approx(want["sensitivity"], abs=1e-6)
 
 
-def test_int8_keeps_macro_f1_and_per_class_sensitivity_on_real_windows():
+@pytest.mark.parametrize("int8", ["int8", "int8-tensorrt"])
+def test_int8_keeps_macro_f1_and_per_class_sensitivity_on_real_windows(int8: str):
     """Every labelled window of the vendored slices, 250 ms every 10 ms (about 150 per gesture, so one
     window is under a point of sensitivity)."""
     w = G.windows(G.load_vendored(VENDORED), hop_s=0.01)
@@ -71,13 +73,13 @@ def test_int8_keeps_macro_f1_and_per_class_sensitivity_on_real_windows():
     y = w["label"][lab]
     assert set(np.unique(y)) == set(range(6)) and np.bincount(y).min() >= 140
     preds = {}
-    for p in ("fp32", "int8"):
+    for p in ("fp32", int8):
         m = load_model(STEM, precision=p, providers="cpu", fs=G.FS, task=G.NAME)
         preds[p] = m.run(G.inputs_of(w, lab)).argmax(1)
-    assert macro_f1(y, preds["fp32"], 6) - macro_f1(y, preds["int8"], 6) <= 0.01
+    assert macro_f1(y, preds["fp32"], 6) - macro_f1(y, preds[int8], 6) <= 0.01
     for c in range(6):
         se = {p: np.mean(preds[p][y == c] == c) for p in preds}
-        assert se["fp32"] - se["int8"] <= 0.02, G.CLASSES[c]
+        assert se["fp32"] - se[int8] <= 0.02, G.CLASSES[c]
 
 
 def test_window_labels_need_one_label_throughout():

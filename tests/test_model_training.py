@@ -55,3 +55,47 @@ def test_augment_and_fit():
               progress=False)  # fmt: skip
     assert res.best_epoch >= 0 and max(res.val_score) > 0.9
     assert np.mean(predict(model, {"x": x[500:]}).argmax(1) == y[500:]) == max(res.val_score)
+
+
+def test_int8_weight_fine_tuning_leaves_weights_the_int8_artifact_holds_exactly(tmp_path):
+    """weights_on_int8_grid: layers compute with 7-bit per-channel weights inside (gradients still flow
+    to the float weights), and leave them on that grid, so the INT8 export loses nothing on weights:
+    the dequantized ONNX weights equal the torch ones."""
+    torch = pytest.importorskip("torch", reason="needs the train extra")
+    pytest.importorskip("onnx", reason="needs the train extra")
+    import onnx
+    from onnx import numpy_helper
+
+    from vigil.export.onnx_export import export_onnx
+    from vigil.export.quantize import quantize_int8
+    from vigil.models.training import fake_quantize_weights, weights_on_int8_grid
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv1d(1, 4, 5), torch.nn.ReLU(), torch.nn.Flatten(),
+                                torch.nn.Linear(4 * 60, 3))  # fmt: skip
+    x = torch.randn(16, 1, 64)
+    with weights_on_int8_grid(model, 7):
+        w = model[0].weight
+        np.testing.assert_array_equal(w.detach().numpy(), fake_quantize_weights(w, 7).detach().numpy())
+        model(x).sum().backward()
+        assert model[0].parametrizations.weight.original.grad is not None
+    for layer in (model[0], model[3]):
+        w = layer.weight.detach().numpy()
+        s = np.abs(w).reshape(len(w), -1).max(axis=1) / 63
+        codes = w / s.reshape((-1,) + (1,) * (w.ndim - 1))
+        np.testing.assert_allclose(codes, np.round(codes), atol=1e-4)
+    feed = {"x": np.random.default_rng(1).standard_normal((256, 1, 64)).astype(np.float32)}
+    export_onnx(model.eval(), {"x": feed["x"][:4]}, tmp_path / "m.fp32.onnx")
+    q = quantize_int8(tmp_path / "m.fp32.onnx", tmp_path / "m.int8.onnx", feed)
+    g = onnx.load(str(q)).graph
+    inits = {i.name: numpy_helper.to_array(i) for i in g.initializer}
+    deq = {n.input[0]: n for n in g.node if n.op_type == "DequantizeLinear" and n.input[0] in inits}
+    checked = 0
+    for name, torch_w in (("0.weight", model[0].weight), ("3.weight", model[3].weight)):
+        node = deq[f"{name}_quantized"]
+        scale = inits[node.input[1]].reshape((-1,) + (1,) * (torch_w.dim() - 1))
+        np.testing.assert_allclose(
+            inits[node.input[0]] * scale, torch_w.detach().numpy(), rtol=1e-5, atol=1e-7
+        )
+        checked += 1
+    assert checked == 2

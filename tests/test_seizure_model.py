@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vigil.export.card import load_card
+from vigil.export.card import PRECISIONS, load_card
 from vigil.export.runtime import load_model
 from vigil.models import seizure as S
 from vigil.models.metrics import macro_f1
@@ -44,6 +44,7 @@ def test_card_states_what_the_network_takes_and_the_floors(card, vendored):
     size = card.metrics["size"]
     assert size["parameters"] <= 100_000
     assert card.artifacts["int8"].bytes <= 100 * 1024 and size["int8_kb"] <= 100
+    assert card.artifacts["int8-tensorrt"].bytes <= 100 * 1024 and size["int8_tensorrt_kb"] <= 100
     assert card.metrics["onnx_parity_max_abs"] <= 1e-4
     for p in ("fp32", "int8"):
         lat = card.latency[p]
@@ -55,7 +56,7 @@ def test_card_states_what_the_network_takes_and_the_floors(card, vendored):
     assert 100 * (fp["specificity"] - q["specificity"]) <= 2.0
 
 
-@pytest.mark.parametrize("precision", ["fp32", "int8"])
+@pytest.mark.parametrize("precision", PRECISIONS)
 def test_shipped_artifacts_reproduce_the_cards_vendored_metrics(card, precision: str):
     """Tolerance: window and alarm counts exact, probabilities within 1e-4, delays within 1e-3 s."""
     want = card.metrics["vendored"][precision]
@@ -75,17 +76,18 @@ def test_shipped_artifacts_reproduce_the_cards_vendored_metrics(card, precision:
             assert got["detection"][k]["delay_s"] == pytest.approx(d["delay_s"], abs=1e-3)
 
 
-def test_int8_keeps_macro_f1_and_per_class_sensitivity_on_real_windows(vendored):
+@pytest.mark.parametrize("int8", ["int8", "int8-tensorrt"])
+def test_int8_keeps_macro_f1_and_per_class_sensitivity_on_real_windows(vendored, int8: str):
     y = vendored["label"]
     preds = {}
-    for p in ("fp32", "int8"):
+    for p in ("fp32", int8):
         m = load_model(STEM, precision=p, providers="cpu", fs=S.FS, task=S.NAME)
         preds[p] = (S.softmax(m.run(S.inputs_of(vendored)))[:, 1] > S.ALARM["threshold"]).astype(int)
     assert (y == 1).sum() == 40 and (y == 0).sum() == 100
-    assert macro_f1(y, preds["fp32"], 2) - macro_f1(y, preds["int8"], 2) <= 0.01
+    assert macro_f1(y, preds["fp32"], 2) - macro_f1(y, preds[int8], 2) <= 0.01
     for c in (0, 1):
         se = {p: np.mean(preds[p][y == c] == c) for p in preds}
-        assert se["fp32"] - se["int8"] <= 0.02, c
+        assert se["fp32"] - se[int8] <= 0.02, c
 
 
 def test_alarm_rule_needs_consecutive_windows_and_counts_rising_edges():
