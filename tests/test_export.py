@@ -285,3 +285,26 @@ def test_tensorrt_engine_runs_where_tensorrt_imports(zoo: Path):
     assert m.provider == TENSORRT
     ref = load_model(zoo / "tiny", precision="int8", providers="cpu").run(_inputs(64, 5))
     assert np.mean(m.run(_inputs(64, 5)).argmax(1) == ref.argmax(1)) > 0.95
+
+
+@pytest.mark.parametrize("name", ["ecg-beats", "ecg-rhythm", "eeg-seizure", "emg-gesture"])
+def test_shipped_int8_artifacts_are_quantized_for_their_runtime(name: str):
+    """Every network in the zoo ships ``int8`` with UINT8 activations (ONNX Runtime on CPUs) and
+    ``int8-tensorrt`` with symmetric INT8 activations (zero point 0: TensorRT explicit quantization),
+    both with 7-bit weights (no saturation in x86 u8s8 kernels without VNNI)."""
+    import onnx
+    from onnx import numpy_helper
+
+    from vigil.edge.networks import zoo_dir
+
+    card = load_card(zoo_dir() / name)
+    for key, act_dtype in (("int8", np.uint8), ("int8-tensorrt", np.int8)):
+        path = zoo_dir() / card.artifacts[key].file
+        zps = _activation_zero_points(path)
+        assert zps and all(z.dtype == act_dtype for z in zps), key
+        if act_dtype is np.int8:
+            assert not any(z.any() for z in zps)
+        g = onnx.load(str(path)).graph
+        weights = [numpy_helper.to_array(i) for i in g.initializer if i.data_type == onnx.TensorProto.INT8]
+        weights = [w for w in weights if w.ndim >= 2]  # weight tensors (zero points are scalars or 1-D)
+        assert weights and max(int(np.abs(w.astype(int)).max()) for w in weights) <= 63, key
