@@ -36,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vigil.export.latency import measure_latency
 from vigil.export.runtime import load_model
 from vigil.kernels.eeg_segment import EEGSegmenter
 from vigil.kernels.emg_window import EMGWindower
@@ -118,8 +119,8 @@ def batch_table(name: str, rounds: int, min_s: float) -> dict[str, object]:
 
 
 def latency(name: str, calls: int) -> dict[str, dict[str, float]]:
-    """:func:`vigil.models.seizure.measure_latency` (5 alternating blocks of ``calls // 5`` calls)."""
-    out = seizure.measure_latency(ZOO / name, tile(real_windows(name), 1), calls=max(1, calls // 5), blocks=5)
+    """:func:`vigil.export.latency.measure_latency` (5 alternating blocks of ``calls // 5`` calls)."""
+    out = measure_latency(ZOO / name, tile(real_windows(name), 1), calls=max(1, calls // 5), blocks=5)
     return {p: out[p] for p in ("int8", "fp32")}
 
 

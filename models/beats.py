@@ -672,6 +672,7 @@ def export(opts: Any, records: dict[str, RecordBeats] | None = None) -> Any:
     import torch
 
     from vigil.export.card import PRECISIONS, ModelCard, artifacts_of, card_path
+    from vigil.export.latency import measure_latency
     from vigil.export.quantize import METHODS, int8_artifacts, quantize_int8
     from vigil.models.metrics import macro_f1
 
@@ -723,7 +724,11 @@ def export(opts: Any, records: dict[str, RecordBeats] | None = None) -> Any:
     vendored = {n: {p: vendored_metrics(zoo / NAME, REPO_DATA / n, p) for p in PRECISIONS}
                 for n in VENDORED if (REPO_DATA / f"{n}.hea").is_file()}  # fmt: skip
     metrics = {**card.metrics, "vendored": {**vendored, "note": VENDORED_NOTE}}
-    card = ModelCard(**{**card.__dict__, "metrics": metrics, "latency": measure_latency(zoo / NAME)})
+    rb = load_record(REPO_DATA / "100", params=params)  # real windows of a vendored record
+    one = {k: v[:1] for k, v in rb.inputs(rb.valid).items()}
+    calls = 20 if ckpt["train"]["quick"] else 2000
+    card = ModelCard(**{**card.__dict__, "metrics": metrics,
+                        "latency": measure_latency(zoo / NAME, one, calls=calls)})  # fmt: skip
     card.save(path)
     return card
 
@@ -855,30 +860,3 @@ def vendored_metrics(model: Path, record: Path, precision: str) -> dict[str, Any
     )
     tab = score({rb.name: rb}, {rb.name: cls}, n_boot=0)
     return {"detected": int(len(sample)), "classified": int((cls >= 0).sum()), "invalid": invalid, **tab}
-
-
-def measure_latency(model: Path, windows: int = 200, calls: int = 3000) -> dict[str, Any]:
-    """Single-window latency (p50, p99, microseconds) of each artifact: ONNX Runtime, CPU, one thread,
-    on real windows of the vendored record 100."""
-    import os
-    import platform
-
-    from vigil.export.runtime import load_model
-
-    rb = load_record(REPO_DATA / "100")
-    x = {k: v[:windows] for k, v in rb.inputs(rb.valid).items()}
-    machine = f"{platform.machine()} {platform.processor() or ''}".strip() + f", {os.cpu_count()} cores"
-    out: dict[str, Any] = {"threads": 1, "provider": "CPUExecutionProvider", "machine": machine}
-    for p in ("fp32", "int8"):
-        m = load_model(model, p, providers="cpu", threads=1)
-        for i in range(100):
-            m.run({k: v[i % windows : i % windows + 1] for k, v in x.items()})
-        t = np.empty(calls)
-        for i in range(calls):
-            feed = {k: v[i % windows : i % windows + 1] for k, v in x.items()}
-            a = time.perf_counter()
-            m.run(feed)
-            t[i] = time.perf_counter() - a
-        out[p] = {"p50_us": round(float(np.percentile(t, 50)) * 1e6, 1),
-                  "p99_us": round(float(np.percentile(t, 99)) * 1e6, 1)}  # fmt: skip
-    return out

@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from vigil.export.card import PRECISIONS, ModelCard, artifacts_of, card_path
+from vigil.export.latency import measure_latency
 from vigil.kernels.emg_window import (
     BAND,
     FS,
@@ -56,7 +57,6 @@ from vigil.models.seizure import (
     calibration_choice,
     calibration_set,
     ci,
-    measure_latency,
     onnx_probs,
     pick,
     quantized_variants,

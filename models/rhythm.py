@@ -45,6 +45,7 @@ from pathlib import Path
 import numpy as np
 
 from vigil.export.card import ModelCard, artifacts_of, card_path
+from vigil.export.latency import measure_latency
 from vigil.export.quantize import INT8_NOTE
 from vigil.kernels.rhythm_strip import (
     RR_FEATURES,
@@ -503,27 +504,6 @@ def _load_checkpoint(zoo: Path):
     return ckpt, cfg, model.eval()
 
 
-def latency_ms(path: Path, window: dict, runs: int = 300) -> dict:
-    """Single-window latency (ms, p50/p99) of an ONNX model in ONNX Runtime on one CPU thread."""
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 1
-    so.inter_op_num_threads = 1
-    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-    for _ in range(max(5, runs // 10)):
-        sess.run(None, window)
-    t = np.empty(runs)
-    for i in range(runs):
-        t0 = time.perf_counter()
-        sess.run(None, window)
-        t[i] = time.perf_counter() - t0
-    return {
-        "p50": round(float(np.percentile(t, 50)) * 1e3, 4),
-        "p99": round(float(np.percentile(t, 99)) * 1e3, 4),
-    }
-
-
 def vendored_metrics(artifacts: dict[str, Path], folder: Path, params: StripParams) -> dict:
     """What the shipped artifacts (``{precision: file}``, FP32 first) say on the vendored records (the
     tests recompute this)."""
@@ -590,10 +570,6 @@ def export(opts: TrainOptions) -> ModelCard:
     diff = export_fp32(model, fp32, check)
     method = ckpt["cv"]["calibration"]["chosen"]
     int8s = int8_artifacts(fp32, calib, method)
-    one = {k: v[:1] for k, v in check.items()}
-    runs = 30 if opts.quick else 500
-    latency = {"int8": latency_ms(int8, one, runs), "fp32": latency_ms(fp32, one, runs),
-               "unit": "ms per window, batch 1, ONNX Runtime CPU, 1 thread (measured at export)"}  # fmt: skip
     cv = ckpt["cv"]
     metrics = {
         "validation": f"stratified {cv['folds']}-fold cross-validation over the {ckpt['records']} records "
@@ -654,7 +630,7 @@ def export(opts: TrainOptions) -> ModelCard:
             "INT8 GRU)",
         },  # fmt: skip
         metrics=metrics,
-        latency=latency,
+        latency={},
         intended_use=(
             "Screening label for a single-lead ECG strip of 9-60 s (hand-held or wearable lead I-like ECG, "
             "any sampling rate): Normal sinus rhythm, AF, Other rhythm or Noisy; drives the monitor's AF "
@@ -663,5 +639,9 @@ def export(opts: TrainOptions) -> ModelCard:
         ),
         failure_modes=_failure_modes(cv["fp32"]),
     )
+    card.save(card_path(zoo / NAME))  # the runtime needs a card to load the artifacts
+    one = {k: v[:1] for k, v in check.items()}
+    calls = 20 if opts.quick else 2000
+    card = ModelCard(**{**card.__dict__, "latency": measure_latency(zoo / NAME, one, calls=calls)})
     card.save(card_path(zoo / NAME))
     return card
