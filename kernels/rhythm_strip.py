@@ -41,12 +41,14 @@ own, one window per buffer.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import NamedTuple
 
 import numpy as np
+from numba import njit
 
 from .clean import MAX_ABS, hold_bad_samples
 from .filters import SOSFilter, design_bandpass
@@ -177,16 +179,37 @@ def resample_poly(x: np.ndarray, up: int, down: int) -> np.ndarray:
     if up == down:
         return x.copy()
     half = 10 * max(up, down)
+    return _polyphase(np.ascontiguousarray(x), _anti_alias(up, down), up, down, half, -(-len(x) * up // down))
+
+
+@functools.lru_cache(maxsize=32)
+def _anti_alias(up: int, down: int) -> np.ndarray:
+    """The FIR ``h`` of :func:`resample_poly` (designed once per ratio: the design costs more than the
+    filtering of a 10-s buffer)."""
+    half = 10 * max(up, down)
     k = np.arange(-half, half + 1)
     c = 1.0 / max(up, down)
     h = c * np.sinc(c * k) * np.kaiser(2 * half + 1, 5.0)
     h *= up / h.sum()
-    n_out = -(-len(x) * up // down)
-    m = np.arange(n_out)
-    j = -((half - m * down) // up)[:, None] + np.arange(2 * half // up + 2)  # inputs under the filter
-    t = m[:, None] * down - j * up + half
-    ok = (t >= 0) & (t <= 2 * half) & (j >= 0) & (j < len(x))
-    return np.where(ok, x[np.clip(j, 0, max(len(x) - 1, 0))] * h[np.clip(t, 0, 2 * half)], 0.0).sum(axis=1)
+    h.flags.writeable = False
+    return h
+
+
+@njit(cache=True, nogil=True)
+def _polyphase(x: np.ndarray, h: np.ndarray, up: int, down: int, half: int, n_out: int) -> np.ndarray:
+    """``y[m] = sum_j x[j] h[m down - j up + half]`` over the inputs ``j`` under the filter
+    (``|m down - j up| <= half``, ``0 <= j < len(x)``): the FIR applied only where the upsampled
+    signal is non-zero and only at the kept outputs."""
+    y = np.zeros(n_out)
+    for m in range(n_out):
+        c = m * down
+        j0 = max(0, -((half - c) // up))  # ceil((c - half) / up)
+        j1 = min(len(x) - 1, (c + half) // up)
+        acc = 0.0
+        for j in range(j0, j1 + 1):
+            acc += x[j] * h[c - j * up + half]
+        y[m] = acc
+    return y
 
 
 def rate_ratio(fs_in: float, fs_out: float) -> tuple[int, int]:
