@@ -49,6 +49,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import asdict, dataclass, field
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
@@ -157,6 +158,8 @@ class BeatBatch:
                 np.zeros((0, len(RR_FEATURES)), np.float32),
                 np.zeros(0, bool),
             )
+        if len(parts) == 1:
+            return parts[0]
         return BeatBatch(*(np.concatenate([getattr(b, f) for b in parts]) for f in BeatBatch.__annotations__))
 
 
@@ -178,7 +181,8 @@ class _History:
     """Per-patient running state: amplitudes, templates, RR intervals."""
 
     amps: deque = field(default_factory=deque)
-    windows: deque = field(default_factory=deque)
+    templates: np.ndarray | None = None  # ring of the last dominant windows [template_beats, samples]
+    n_templates: int = 0  # windows written so far (the ring holds min(n, template_beats) of them)
     rrs: deque = field(default_factory=deque)
     long_rr: float = 0.0
     n_rr: int = 0
@@ -298,7 +302,7 @@ class BeatWindows:
         rr = np.zeros((1, len(RR_FEATURES)), np.float32)
         reason = b.reason
         pre = (b.t - h.last_t) / self.fs if h.last_t >= 0 else 0.0
-        local = float(np.mean(list(h.rrs)[-p.local_rr_beats :])) if h.rrs else pre
+        local = _mean(list(h.rrs)[-p.local_rr_beats :]) if h.rrs else pre
         dominant = pre >= p.template_gate * local  # not premature: likely the patient's dominant beat
         if b.window is not None:
             w = b.window - _median(b.window.tolist())
@@ -310,9 +314,13 @@ class BeatWindows:
                     _push(h.amps, amp, p.amplitude_beats)
                 z = np.clip(w / float(_median(h.amps) if h.amps else amp), -CLIP, CLIP)
                 if dominant:
-                    _push(h.windows, z, p.template_beats)
+                    if h.templates is None:
+                        h.templates = np.empty((p.template_beats, p.samples))
+                    h.templates[h.n_templates % p.template_beats] = z
+                    h.n_templates += 1
+                held = min(h.n_templates, p.template_beats)
                 beat[0, 0] = compand(z, p.compand_mu)
-                beat[0, 1] = compand(np.median(np.stack(h.windows), axis=0) if h.windows else z, p.compand_mu)
+                beat[0, 1] = compand(_column_median(h.templates[:held]) if held else z, p.compand_mu)
         if h.last_t < 0:
             reason = reason or "first_beat"
         else:
@@ -350,6 +358,41 @@ def _median(values: Any) -> float:
     return float(s[m]) if n % 2 else (s[m - 1] + s[m]) / 2
 
 
+def _mean(values: list[float]) -> float:
+    """``np.mean`` of a short list of floats, bit for bit, without numpy's per-call overhead: numpy sums
+    fewer than 8 values in order from 0, and up to 128 in 8 interleaved partial sums combined as a
+    tree (its pairwise summation), then divides by the count."""
+    n = len(values)
+    if n > 128:
+        return float(np.mean(values))
+    if n < 8:
+        s = 0.0
+        for v in values:
+            s += v
+        return s / n
+    r = list(values[:8])
+    i = 8
+    while i + 8 <= n:
+        for j in range(8):
+            r[j] += values[i + j]
+        i += 8
+    s = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]))
+    for v in values[i:]:
+        s += v
+    return s / n
+
+
+def _column_median(a: np.ndarray) -> np.ndarray:
+    """``np.median(a, axis=0)`` of finite rows, bit for bit (the middle row of each column, or the
+    mean of the two middle ones), without its per-call overhead; the order of the rows is irrelevant."""
+    n = len(a)
+    m = n // 2
+    if n % 2:
+        return np.partition(a, m, axis=0)[m]
+    part = np.partition(a, (m - 1, m), axis=0)
+    return (part[m - 1] + part[m]) / 2
+
+
 def _push(d: deque, v: Any, n: int) -> None:
     d.append(v)
     while len(d) > n:
@@ -358,15 +401,15 @@ def _push(d: deque, v: Any, n: int) -> None:
 
 def _rr_features(pre: float, post: float, h: _History, p: BeatWindowParams) -> np.ndarray:
     """RR features of a beat from its pre/post RR (s) and the history *before* its pre-RR."""
-    hist = np.array(h.rrs) if h.rrs else np.array([pre])
+    hist = list(h.rrs) if h.rrs else [pre]
     recent = hist[-p.local_rr_beats :]
-    local = float(recent.mean())
+    local = _mean(recent)
     long = h.long_rr if h.n_rr else local
-    prev = float(recent[-1])
-    seq = np.append(recent, pre)
-    irregular = float(np.mean(np.abs(np.diff(seq)))) if len(seq) > 1 else 0.0
-    seq = np.append(hist[-(p.af_beats - 1) :], pre)
-    af = float(_median(np.abs(np.diff(seq)).tolist()) / _median(seq.tolist())) if len(seq) > 2 else 0.0
+    prev = recent[-1]
+    seq = [*recent, pre]
+    irregular = _mean([abs(b - a) for a, b in pairwise(seq)])  # seq has >= 2 values
+    seq = [*hist[-(p.af_beats - 1) :], pre]
+    af = _median([abs(b - a) for a, b in pairwise(seq)]) / _median(seq) if len(seq) > 2 else 0.0
     ratios = np.log(
         np.clip([pre / local, post / local, local / long, pre / long, post / long, pre / prev], *RR_RATIO)
     )
