@@ -79,7 +79,7 @@ class Config:
     rr_hidden: int = 16
     head: int = 32
     dropout: float = 0.3
-    epochs: int = 30
+    epochs: int = 45
     crops_per_10s: float = 3.0
     batch: int = 64
     lr: float = 3e-3
