@@ -4,6 +4,8 @@ timed in turns, and the issue's speed floors."""
 
 from __future__ import annotations
 
+import argparse
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -65,3 +67,24 @@ def floors(res: dict) -> dict[str, bool]:
         f"floor single-window p99 <= {FLOOR_P99_MS:g} ms: {'met' if ok_p else 'MISSED'} (worst {p99:.3f} ms)"
     )
     return {"int8_1.5x_at_1024": ok_s, "single_p99_le_1ms": ok_p}
+
+
+def speed_args(description: str, model: Path, runs: int) -> argparse.ArgumentParser:
+    """The options every network speed benchmark takes (``--model``, ``--runs``, ``--seconds``,
+    ``--cpu``, ``--json``); a benchmark adds its own before parsing."""
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--model", default=str(model), help="card or stem")
+    ap.add_argument(
+        "--runs", type=int, default=runs, help=f"single-window calls for p50/p99 (default {runs})"
+    )
+    ap.add_argument("--seconds", type=float, default=6.0, help="timing budget per batch size (default 6)")
+    ap.add_argument("--cpu", type=int, default=None, help="core to pin to (default: the first allowed)")
+    ap.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    return ap
+
+
+def pin_to_one_core(cpu: int | None) -> int:
+    """Pin this process to ``cpu`` (default: the first core it may use); returns the core."""
+    core = cpu if cpu is not None else min(os.sched_getaffinity(0))
+    os.sched_setaffinity(0, {core})
+    return core

@@ -15,7 +15,6 @@ batch 1024; single-window p99 <= 1 ms) and whether they are met.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -24,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from model_speed import floors, ort_peer, round_robin, tile
+from model_speed import floors, ort_peer, pin_to_one_core, round_robin, speed_args, tile
 
 REPO = Path(__file__).resolve().parent.parent
 BATCHES = (1, 64, 1024)
@@ -76,16 +75,9 @@ def main() -> int:
     from vigil.export.card import load_card, verified_artifact
     from vigil.kernels.rhythm_strip import StripParams
 
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--model", default=str(REPO / "models" / "zoo" / "ecg-rhythm"), help="card or stem")
-    ap.add_argument("--runs", type=int, default=1000, help="single-window calls for p50/p99 (default 1000)")
-    ap.add_argument("--seconds", type=float, default=6.0, help="timing budget per batch size (default 6)")
-    ap.add_argument("--cpu", type=int, default=None, help="core to pin to (default: the first allowed)")
-    ap.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    ap = speed_args(__doc__.split("\n")[0], REPO / "models" / "zoo" / "ecg-rhythm", runs=1000)
     args = ap.parse_args()
-
-    cpu = args.cpu if args.cpu is not None else min(os.sched_getaffinity(0))
-    os.sched_setaffinity(0, {cpu})
+    cpu = pin_to_one_core(args.cpu)
     card = load_card(Path(args.model))
     folder = Path(args.model).parent
     peers = {p: ort_peer(verified_artifact(card, folder, p)) for p in ("int8", "fp32")}
