@@ -22,15 +22,13 @@ ratios ``FP32 / INT8`` (the INT8 speed-up) and ``torch / FP32``. Then:
 
 from __future__ import annotations
 
-import json
-import os
 import platform
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from model_speed import floors, ort_peer, pin_to_one_core, round_robin, speed_args, tile
+from model_speed import conclude, ort_peer, pin_to_one_core, round_robin, speed_args, tile
 
 REPO = Path(__file__).resolve().parent.parent
 BATCHES = (1, 64, 1024)
@@ -155,11 +153,7 @@ def main() -> int:
           f"{n} beats in {cpu_s:.2f} CPU s = {n / cpu_s:.0f} beats/s per core "
           f"({len(lead) / fs / cpu_s:.0f}x real time)")  # fmt: skip
 
-    res["floors"] = floors(res)
-    print(f"load average during the run: {os.getloadavg()[0]:.2f} (machine has {os.cpu_count()} cores)")
-    if args.json:
-        Path(args.json).write_text(json.dumps(res, indent=2) + "\n")
-    return 0
+    return conclude(res, args.json)
 
 
 if __name__ == "__main__":

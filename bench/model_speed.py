@@ -5,6 +5,7 @@ timed in turns, and the issue's speed floors."""
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import time
@@ -88,3 +89,13 @@ def pin_to_one_core(cpu: int | None) -> int:
     core = cpu if cpu is not None else min(os.sched_getaffinity(0))
     os.sched_setaffinity(0, {core})
     return core
+
+
+def conclude(res: dict, json_path: str | None) -> int:
+    """The end every speed benchmark shares: the floors' verdicts into ``res``, the load the run saw,
+    ``res`` as JSON to ``json_path`` when given; the exit status."""
+    res["floors"] = floors(res)
+    print(f"load average during the run: {os.getloadavg()[0]:.2f} (machine has {os.cpu_count()} cores)")
+    if json_path:
+        Path(json_path).write_text(json.dumps(res, indent=2) + "\n")
+    return 0

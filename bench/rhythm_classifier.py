@@ -15,15 +15,13 @@ batch 1024; single-window p99 <= 1 ms) and whether they are met.
 
 from __future__ import annotations
 
-import json
-import os
 import platform
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from model_speed import floors, ort_peer, pin_to_one_core, round_robin, speed_args, tile
+from model_speed import conclude, ort_peer, pin_to_one_core, round_robin, speed_args, tile
 
 REPO = Path(__file__).resolve().parent.parent
 BATCHES = (1, 64, 1024)
@@ -109,11 +107,7 @@ def main() -> int:
         p50, p99 = _latency(peers[p], one, args.runs)
         res[f"{p}_single"] = {"p50_ms": round(p50, 4), "p99_ms": round(p99, 4)}
         print(f"single window {p}: p50 {p50:.3f} ms, p99 {p99:.3f} ms ({args.runs} calls)")
-    res["floors"] = floors(res)
-    print(f"load average during the run: {os.getloadavg()[0]:.2f} (machine has {os.cpu_count()} cores)")
-    if args.json:
-        Path(args.json).write_text(json.dumps(res, indent=2) + "\n")
-    return 0
+    return conclude(res, args.json)
 
 
 if __name__ == "__main__":

@@ -207,9 +207,6 @@ def build(cfg: Config):  # -> RhythmCRNN (torch.nn.Module)
             s = self.amax.clamp_min(1e-8) / 127
             return x + (torch.clamp(torch.round(x / s), -127, 127) * s - x).detach()
 
-    def fake_weight(w: torch.Tensor) -> torch.Tensor:
-        return fake_quantize_weights(w, WEIGHT_BITS)
-
     class RhythmCRNN(nn.Module):
         """Conv blocks -> bidirectional GRU -> mean/max pooling, + RR features -> class scores."""
 
@@ -236,7 +233,7 @@ def build(cfg: Config):  # -> RhythmCRNN (torch.nn.Module)
                 q.on = on
 
         def _w(self, layer: nn.Module) -> torch.Tensor:
-            return fake_weight(layer.weight) if self.fq[0].on else layer.weight
+            return fake_quantize_weights(layer.weight, WEIGHT_BITS) if self.fq[0].on else layer.weight
 
         def forward(self, ecg: torch.Tensor, rr: torch.Tensor) -> torch.Tensor:
             q = iter(self.fq)
