@@ -115,10 +115,12 @@ def _median(hist, count, row):
 @njit(nogil=True, cache=True)
 def _fiducial(bring, n_now, t_peak, lag, half, gd):
     """Index of the largest |b| around the QRS centre that the envelope peak at ``t_peak`` covers,
-    and the steepest |slope| there. ``bring`` holds the last len(bring) band-passed samples."""
+    and the steepest |slope| there. ``bring`` holds the last len(bring) band-passed samples. The
+    search starts no earlier than band-passed sample ``gd`` (raw sample 0): a QRS at the very start
+    of a stream is reported at or after the stream's first sample, never before it."""
     H = bring.shape[0]
     centre = t_peak - lag
-    lo = max(centre - half, n_now - H + 2)
+    lo = max(centre - half, n_now - H + 2, gd)
     hi = min(centre + half, n_now)
     best_k = lo
     best_v = -1.0

@@ -77,6 +77,18 @@ def test_output_is_increasing_and_within_the_record(record):
     assert beats[0] >= 0 and beats[-1] < len(x)
 
 
+def test_a_stream_starting_on_a_qrs_reports_no_beat_before_its_first_sample(data_dir):
+    """CinC 2017 A00004 starts inside a QRS: its first beat was once reported at sample -3, which
+    the beat-window stage refused (beats must lie within the samples seen)."""
+    rec = read_wfdb(data_dir / "cinc2017" / "A00004", channels=[0], annotator=None)
+    x = rec.signal[:, 0]
+    for sign in (1.0, -1.0):
+        beats = qrs.detect(sign * x, rec.fs)
+        assert len(beats) > 20
+        assert beats[0] >= 0 and beats[-1] < len(x)
+        assert np.all(np.diff(beats) > 0)
+
+
 def test_scale_free(data_dir):
     x, _, _ = _load(data_dir, "100")
     x = x[: int(300 * FS)]
