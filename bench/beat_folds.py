@@ -28,6 +28,7 @@ from pathlib import Path
 from bench_data import data_root
 
 from vigil.export.card import ModelCard, artifact, card_path, load_card
+from vigil.export.compact import compact_names
 from vigil.kernels.beat_features import BeatWindowParams
 from vigil.models import beats
 from vigil.models.registry import ZOO, TrainOptions
@@ -58,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
                 fp32, int8 = d / f"{beats.NAME}.fp32.onnx", d / f"{beats.NAME}.int8.onnx"
                 shutil.copyfile(work / f"fold{k}.fp32.onnx", fp32)
                 shutil.copyfile(work / f"fold{k}.{method}.onnx", int8)
-                beats.compact_names(int8)
+                compact_names(int8)
                 card = ModelCard(**{
                     **shipped.__dict__,
                     "version": f"{shipped.version}-fold{k + 1}-without-{'-'.join(test)}",

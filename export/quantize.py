@@ -17,7 +17,10 @@ quantization tools:
    - ``"tensorrt"``: symmetric INT8 (zero point 0), the only form TensorRT's explicit quantization
      accepts; ReLUs stay in the graph (TensorRT fuses them itself).
 4. weights requantized to ``weight_bits`` (7 by default, :func:`reduce_weight_range`), still stored
-   as INT8: ONNX Runtime's ``reduce_range`` for weights, needed on x86 CPUs without VNNI.
+   as INT8: ONNX Runtime's ``reduce_range`` for weights, needed on x86 CPUs without VNNI;
+5. the weights of recurrent layers, which stay FP32 (ONNX Runtime has no static INT8 GRU), stored
+   as FP16 (:mod:`vigil.export.compact`); the shipped artifacts (:func:`int8_artifacts`) also get
+   short internal names.
 
 :func:`choose_calibration` quantizes with each method, scores every candidate with the caller's
 ``score`` function (on held-out windows, not the calibration set) and keeps the best one; the
@@ -34,6 +37,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+
+from .compact import compact_names, recurrent_weights_fp16
 
 METHODS = ("minmax", "entropy", "percentile")
 #: Where an INT8 artifact will run: its activation quantization follows (see the module docstring).
@@ -112,7 +117,7 @@ def quantize_int8(
             )
     if weight_bits < 8:
         reduce_weight_range(out, weight_bits)
-    return out
+    return recurrent_weights_fp16(out)
 
 
 def reduce_weight_range(path: Path, bits: int = WEIGHT_BITS) -> Path:
@@ -211,11 +216,14 @@ def int8_artifacts(
     weight_bits: int = WEIGHT_BITS,
 ) -> dict[str, Path]:
     """Quantize ``<stem>.fp32.onnx`` once per target of :data:`INT8_ARTIFACTS`, with the same
-    calibration windows and method, beside it as ``<stem>.<key>.onnx``; ``{card key: path}``."""
+    calibration windows and method, beside it as ``<stem>.<key>.onnx`` with short internal names;
+    ``{card key: path}``."""
     stem = Path(fp32).name.split(".")[0]
     return {
-        key: quantize_int8(
-            fp32, Path(fp32).with_name(f"{stem}.{key}.onnx"), calibration, method, weight_bits, target
+        key: compact_names(
+            quantize_int8(
+                fp32, Path(fp32).with_name(f"{stem}.{key}.onnx"), calibration, method, weight_bits, target
+            )
         )  # fmt: skip
         for key, target in INT8_ARTIFACTS.items()
     }

@@ -477,6 +477,7 @@ def _session(path: Path) -> Any:
 
 def export_fp32(model: Any, path: Path, records: list[RecordBeats], seed: int = 0) -> float:
     """ONNX FP32 with parity against torch checked on real windows of ``records``; returns it."""
+    from vigil.export.compact import compact_names
     from vigil.export.onnx_export import export_onnx
 
     x, _, _ = stratified(records, 512, np.random.default_rng(seed))
@@ -486,38 +487,6 @@ def export_fp32(model: Any, path: Path, records: list[RecordBeats], seed: int = 
     if not np.array_equal(_session(path).run(None, x)[0], before):
         raise ValueError(f"{path}: renaming changed the outputs")
     return diff
-
-
-def compact_names(path: Path) -> Path:
-    """Rename the ONNX graph's internal tensors and nodes to short ids, in place (graph inputs and
-    outputs keep their names). The exporters' hierarchical names ("/blocks/blocks.0/c1/Conv_output_0",
-    and the quantizer's suffixes on them) took more bytes than the INT8 weights themselves."""
-    import onnx
-
-    m = onnx.load(str(path))
-    g = m.graph
-    keep = {v.name for v in (*g.input, *g.output)}
-    names: dict[str, str] = {}
-
-    def short(n: str) -> str:
-        if not n or n in keep:
-            return n
-        return names.setdefault(n, f"t{len(names)}")
-
-    for t in g.initializer:
-        t.name = short(t.name)
-    for i, node in enumerate(g.node):
-        node.name = f"n{i}"
-        node.doc_string = ""
-        for j, n in enumerate(node.input):
-            node.input[j] = short(n)
-        for j, n in enumerate(node.output):
-            node.output[j] = short(n)
-    for v in g.value_info:
-        v.name = short(v.name)
-    onnx.checker.check_model(m, full_check=True)
-    onnx.save(m, str(path))
-    return path
 
 
 # -- validation, final model, export -----------------------------------------------------------------
@@ -702,7 +671,7 @@ def export(opts: Any, records: dict[str, RecordBeats] | None = None) -> Any:
         method = max(METHODS, key=lambda m: (scores[m], -METHODS.index(m)))
         validation = {**validation, "calibration": {"method": method, "macro_f1_by_method": scores,
                       "rule": "macro-F1 on training windows not used for calibration"}}  # fmt: skip
-    int8s = {k: compact_names(p) for k, p in int8_artifacts(fp32, calib, method).items()}
+    int8s = int8_artifacts(fp32, calib, method)
     independent = {}
     for n in (n for n in INDEPENDENT if n in records):
         preds = {"fp32": predict_onnx(fp32, records[n]), "int8": predict_onnx(int8, records[n])}

@@ -1,0 +1,89 @@
+"""export/compact: short names change no output bit; FP16 recurrent weights change the shipped rhythm
+network's outputs by little on real CinC strips and no label, and shrink its INT8 artifact."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vigil.edge.rhythm_classes import DEFAULT_MODEL
+from vigil.export.card import load_card
+from vigil.firmware_bridge.replay import read_wfdb
+from vigil.kernels.rhythm_strip import StripParams, strip_windows
+
+pytest.importorskip("onnx", reason="compaction needs the train extra (onnx)")
+
+from vigil.export.compact import compact_names, max_abs_difference, recurrent_weights_fp16  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+DATA = REPO / "data" / "cinc2017"
+
+
+@pytest.fixture(scope="module")
+def windows() -> dict[str, np.ndarray]:
+    """Every sliding window of the vendored CinC 2017 strips (real ECG)."""
+    params = StripParams.from_card(load_card(DEFAULT_MODEL).preprocessing)
+    parts = []
+    for hea in sorted(DATA.glob("*.hea")):
+        rec = read_wfdb(hea.with_suffix(""), channels=[0], annotator=None)
+        parts.append(strip_windows(rec.signal[:, 0], rec.fs, params).inputs())
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def _copy(name: str, tmp_path: Path) -> tuple[Path, Path]:
+    src = DEFAULT_MODEL.parent / name
+    dst = tmp_path / name
+    shutil.copyfile(src, dst)
+    return src, dst
+
+
+def _recurrent_dtypes(path: Path) -> set[int]:
+    import onnx
+
+    g = onnx.load(str(path)).graph
+    inits = {t.name: t.data_type for t in g.initializer}
+    producer = {o: n for n in g.node for o in n.output}
+    out = set()
+    for node in g.node:
+        if node.op_type == "GRU":
+            for name in node.input[1:3]:
+                src = producer[name].input[0] if name in producer else name
+                out.add(inits[src])
+    return out
+
+
+def test_short_names_change_no_output_bit(windows, tmp_path: Path):
+    src, dst = _copy("ecg-rhythm.fp32.onnx", tmp_path)
+    compact_names(dst)
+    assert max_abs_difference(src, dst, windows) == 0.0
+    assert dst.stat().st_size <= src.stat().st_size
+
+
+@pytest.mark.parametrize("name", ["ecg-rhythm.int8.onnx", "ecg-rhythm.int8-tensorrt.onnx"])
+def test_fp16_recurrent_weights_keep_the_outputs_and_shrink_the_artifact(name: str, windows, tmp_path: Path):
+    from onnx import TensorProto
+
+    src, dst = _copy(name, tmp_path)
+    recurrent_weights_fp16(dst)
+    assert _recurrent_dtypes(dst) == {TensorProto.FLOAT16}
+    import onnxruntime as ort
+
+    runs = [ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, windows)[0]
+            for p in (src, dst)]  # fmt: skip
+    assert len(windows["ecg"]) >= 60
+    # the INT8 graph quantizes its logits in steps of 0.12-0.15: FP16 weights move a few logits (3 % in
+    # the run that set these bounds) by one step
+    d = np.abs(runs[0] - runs[1])
+    assert d.max() <= 0.2 and np.mean(d > 0) <= 0.05 and d.mean() <= 0.01
+    assert np.mean(runs[0].argmax(1) == runs[1].argmax(1)) >= 0.99
+    grus = 2 * 3 * 24 * (48 + 24) * 4  # FP32 bytes of W and R of the bidirectional GRU
+    assert dst.stat().st_size <= src.stat().st_size - 0.45 * grus
+
+
+def test_a_model_without_recurrent_layers_is_left_as_it_is(tmp_path: Path):
+    src, dst = _copy("ecg-beats.int8.onnx", tmp_path)
+    recurrent_weights_fp16(dst)
+    assert dst.read_bytes() == src.read_bytes()
