@@ -321,27 +321,13 @@ def build_network(config: dict[str, Any]) -> Any:
 
 
 def build_model(config: dict[str, Any], members: int = 1) -> Any:
-    """``members`` :class:`BeatTCN` networks of ``config`` whose logits are averaged (one network when
-    ``members`` is 1): the ensemble is one module, exported as one ONNX graph."""
-    from torch import nn
+    """``members`` :class:`BeatTCN` networks of ``config`` whose logits are averaged
+    (:func:`vigil.models.training.mean_ensemble`; one network when ``members`` is 1)."""
+    from vigil.models.training import mean_ensemble
 
     if members == 1:
         return build_network(config)
-
-    class BeatEnsemble(nn.Module):
-        """Mean of the members' logits (seed ensemble: same data and recipe, other seeds)."""
-
-        def __init__(self) -> None:
-            super().__init__()
-            self.members = nn.ModuleList(build_network(config) for _ in range(members))
-
-        def forward(self, beat: Any, rr: Any) -> Any:
-            out = self.members[0](beat, rr)
-            for m in self.members[1:]:
-                out = out + m(beat, rr)
-            return out * (1.0 / len(self.members))
-
-    return BeatEnsemble()
+    return mean_ensemble([build_network(config) for _ in range(members)])
 
 
 #: ``rrz`` networks add RR features divided by the patient's RR irregularity (median|dRR|/median RR):
@@ -362,7 +348,6 @@ CLASS_WEIGHT_POWER = 0.5
 WEIGHT_CAP = 5.0  # no class weighs more than this many times N (Q has 8 beats in DS1)
 CALIB_WINDOWS = 1024
 MEMBERS = 3  # seed ensemble size of the shipped network
-SEED_STEP = 7919  # seed offset between ensemble members
 #: RR features by which an N beat "looks premature" for :func:`training_set` (log ratios < log 0.9).
 EARLY_FEATURES = (0,)  # pre-RR / local RR (adding pre-RR / long-term RR lost S sensitivity)
 
@@ -426,7 +411,7 @@ def train_network(
     ensemble of ``members`` of them (member ``j`` trained with seed ``seed + SEED_STEP * j``)."""
     import torch
 
-    from vigil.models.training import class_weights, fit, seed_everything
+    from vigil.models.training import SEED_STEP, class_weights, fit, seed_everything
 
     torch.set_num_threads(1)
     model = build_model(net or DEFAULT_NET, members)
@@ -577,7 +562,7 @@ def train(opts: Any) -> Any:
 
     from vigil.export.quantize import METHODS
     from vigil.models.metrics import macro_f1
-    from vigil.models.training import count_parameters
+    from vigil.models.training import SEED_STEP, count_parameters
 
     t0 = time.time()
     root = Path(opts.data) / "mitdb"

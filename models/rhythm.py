@@ -21,8 +21,9 @@ held reversed), tempered class weights, AdamW with a one-cycle schedule for a fi
 (no early stopping: the held-out fold never steers training).
 
 INT8: static QDQ (:mod:`vigil.export.quantize`) of the convolutions and dense layers, with 7-bit
-weights (:func:`vigil.export.quantize.reduce_weight_range`); the GRU stays FP32 (ONNX Runtime's
-static quantizer has no GRU) and is fed dequantized activations.
+weights (:func:`vigil.export.quantize.reduce_weight_range`); the GRU is computed in FP32 (ONNX
+Runtime's static quantizer has no GRU) on dequantized activations, from weights stored as FP16
+(:func:`vigil.export.compact.recurrent_weights_fp16`; artifacts exported before that hold FP32).
 
 Evaluation (:func:`cross_validate`): stratified ``folds``-fold cross-validation over records; every
 record is scored by the fold model that never saw it. Each fold model is also exported and quantized
@@ -623,8 +624,8 @@ def export(opts: TrainOptions) -> ModelCard:
                 "machine": "2 shared CPU cores, torch 1 thread",
             },
             "int8": f"static QDQ, {method} calibration on {len(calib['ecg'])} random training windows; "
-            f"convolutions and dense layers INT8 ({INT8_NOTE}), the GRU FP32 (ONNX Runtime has no static "
-            "INT8 GRU)",
+            f"convolutions and dense layers INT8 ({INT8_NOTE}), the GRU computed in FP32 (ONNX Runtime has "
+            "no static INT8 GRU) from weights stored as FP16 (vigil.export.compact)",
         },  # fmt: skip
         metrics=metrics,
         latency={},

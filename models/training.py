@@ -26,6 +26,29 @@ import numpy as np
 from vigil.export.quantize import WEIGHT_BITS
 
 Inputs = Mapping[str, np.ndarray]
+#: Seed offset between the members of a seed ensemble (member ``j``: seed ``s + SEED_STEP j``).
+SEED_STEP = 7919
+
+
+def mean_ensemble(members: Sequence[Any]) -> Any:
+    """One module whose output is the mean of its ``members``' outputs (logits), exported as one ONNX
+    graph; the members are kept in its ``members`` list (state-dict keys ``members.<j>.…``)."""
+    from torch import nn
+
+    class MeanEnsemble(nn.Module):
+        """Mean of the members' logits (a seed ensemble: same data and recipe, other seeds)."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.members = nn.ModuleList(members)
+
+        def forward(self, *inputs: Any) -> Any:
+            out = self.members[0](*inputs)
+            for m in self.members[1:]:
+                out = out + m(*inputs)
+            return out * (1.0 / len(self.members))
+
+    return MeanEnsemble()
 
 
 def seed_everything(seed: int) -> np.random.Generator:
