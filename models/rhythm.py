@@ -23,7 +23,7 @@ held reversed), tempered class weights, AdamW with a one-cycle schedule for a fi
 INT8: static QDQ (:mod:`vigil.export.quantize`) of the convolutions and dense layers, with 7-bit
 weights (:func:`vigil.export.quantize.reduce_weight_range`); the GRU is computed in FP32 (ONNX
 Runtime's static quantizer has no GRU) on dequantized activations, from weights stored as FP16
-(:func:`vigil.export.compact.recurrent_weights_fp16`; artifacts exported before that hold FP32).
+(:func:`vigil.export.compact.recurrent_weights_fp16`).
 
 Evaluation (:func:`cross_validate`): stratified ``folds``-fold cross-validation over records; every
 record is scored by the fold model that never saw it. Each fold model is also exported and quantized

@@ -12,7 +12,7 @@ z-scored, plus its log10 amplitude, so the network sees the shape and the level 
 Network (``SeizureCRNN``): five strided 1-D convolutions (batch norm, ReLU; 512 samples -> 8 steps
 of 0.5 s), a GRU over the 8 steps, its last state with the level into a linear layer (2 scores).
 The GRU is computed in FP32 in the INT8 model (ONNX Runtime quantizes no recurrent op in QDQ form;
-new exports store its weights as FP16), so it is kept short: most of the arithmetic is in the
+its weights are stored as FP16), so it is kept short: most of the arithmetic is in the
 convolutions, which run in INT8.
 
 Evaluation, segment-disjoint: the segment numbers 1-67 are cut into ``K`` contiguous blocks (the
