@@ -82,13 +82,7 @@ def recurrent_weights_fp16(path: Path) -> Path:
 def max_abs_difference(a: Path, b: Path, inputs: Mapping[str, np.ndarray]) -> float:
     """Largest absolute difference between the first outputs of models ``a`` and ``b`` on ``inputs``
     (ONNX Runtime, CPU)."""
-    import onnxruntime as ort
+    from .runtime import cpu_session
 
-    outs = []
-    for p in (a, b):
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = so.inter_op_num_threads = 1
-        so.log_severity_level = 3
-        sess = ort.InferenceSession(str(p), so, providers=["CPUExecutionProvider"])
-        outs.append(sess.run(None, dict(inputs))[0])
+    outs = [cpu_session(p).run(None, dict(inputs))[0] for p in (a, b)]
     return float(np.max(np.abs(outs[0] - outs[1]))) if outs[0].size else 0.0

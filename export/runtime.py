@@ -38,6 +38,19 @@ PROVIDER_ORDER = (TENSORRT, CUDA, CPU)
 _SHORT = {"tensorrt": TENSORRT, "cuda": CUDA, "cpu": CPU}
 
 
+def cpu_session(path: Path, threads: int = 1) -> Any:
+    """A plain ONNX Runtime CPU session (``threads`` intra-op threads, one inter-op, warnings off) for
+    offline scoring of an artifact file: validation, export checks. The monitor loads through
+    :func:`load_model`, which also verifies the artifact against its card."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.log_severity_level = 3
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
 def provider_plan(available: Sequence[str], prefer: str | Sequence[str] = "auto") -> list[str]:
     """Providers to try, best first: ``"auto"`` = TensorRT, CUDA, CPU among ``available``; or the
     named ones (``"cpu"``, ``"cuda"``, ``"tensorrt"`` or full provider names), CPU always last."""

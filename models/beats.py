@@ -58,6 +58,7 @@ from typing import Any
 import numpy as np
 
 from vigil.export.quantize import INT8_NOTE
+from vigil.export.runtime import cpu_session
 from vigil.kernels.beat_features import (
     CLASSES,
     RR_FEATURES,
@@ -438,7 +439,7 @@ def predict_torch(model: Any, rb: RecordBeats) -> np.ndarray:
 
 def predict_onnx(path: Path, rb: RecordBeats) -> np.ndarray:
     """As :func:`predict_torch`, with ONNX Runtime (CPU, one thread) on the artifact ``path``."""
-    sess = _session(path)
+    sess = cpu_session(path)
     out = np.full(len(rb.sample), -1, dtype=np.int64)
     if rb.valid.any():
         x = rb.inputs(rb.valid)
@@ -451,15 +452,6 @@ def predict_onnx(path: Path, rb: RecordBeats) -> np.ndarray:
     return out
 
 
-def _session(path: Path) -> Any:
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = so.inter_op_num_threads = 1
-    so.log_severity_level = 3
-    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-
-
 def export_fp32(model: Any, path: Path, records: list[RecordBeats], seed: int = 0) -> float:
     """ONNX FP32 with parity against torch checked on real windows of ``records``; returns it."""
     from vigil.export.compact import compact_names
@@ -467,9 +459,9 @@ def export_fp32(model: Any, path: Path, records: list[RecordBeats], seed: int = 
 
     x, _, _ = stratified(records, 512, np.random.default_rng(seed))
     diff = export_onnx(model, {k: v[:4] for k, v in x.items()}, path, check_inputs=x)
-    before = _session(path).run(None, x)[0]
+    before = cpu_session(path).run(None, x)[0]
     compact_names(path)
-    if not np.array_equal(_session(path).run(None, x)[0], before):
+    if not np.array_equal(cpu_session(path).run(None, x)[0], before):
         raise ValueError(f"{path}: renaming changed the outputs")
     return diff
 
@@ -652,7 +644,8 @@ def export(opts: Any, records: dict[str, RecordBeats] | None = None) -> Any:
         scores = {}
         for m in METHODS:
             quantize_int8(fp32, int8, calib, m)
-            scores[m] = macro_f1(y, _session(int8).run(None, held)[0].argmax(1), len(CLASSES), classes=SCORED)
+            pred = cpu_session(int8).run(None, held)[0].argmax(1)
+            scores[m] = macro_f1(y, pred, len(CLASSES), classes=SCORED)
         method = max(METHODS, key=lambda m: (scores[m], -METHODS.index(m)))
         validation = {**validation, "calibration": {"method": method, "macro_f1_by_method": scores,
                       "rule": "macro-F1 on training windows not used for calibration"}}  # fmt: skip

@@ -310,12 +310,9 @@ def torch_scores(model, inputs: dict) -> np.ndarray:
 
 
 def onnx_scores(path: Path, inputs: dict, threads: int = 1) -> np.ndarray:
-    import onnxruntime as ort
+    from vigil.export.runtime import cpu_session
 
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    sess = cpu_session(path, threads)
     out = [sess.run(None, {k: v[i : i + 1024] for k, v in inputs.items()})[0]
            for i in range(0, len(inputs["ecg"]), 1024)]  # fmt: skip
     return np.concatenate(out)

@@ -187,12 +187,9 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 def onnx_probs(path: Path, inputs: dict[str, np.ndarray], batch: int = 1024) -> np.ndarray:
     """Class probabilities of an ONNX file on ``inputs`` (ONNX Runtime, CPU, one thread)."""
-    import onnxruntime as ort
+    from vigil.export.runtime import cpu_session
 
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = so.inter_op_num_threads = 1
-    so.log_severity_level = 3
-    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    sess = cpu_session(path)
     n = len(next(iter(inputs.values())))
     out = [sess.run(None, {k: v[i : i + batch] for k, v in inputs.items()})[0] for i in range(0, n, batch)]
     return softmax(np.concatenate(out)) if out else np.zeros((0, 0))

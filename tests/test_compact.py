@@ -86,11 +86,10 @@ def test_fp16_recurrent_weights_keep_the_outputs_and_shrink_the_model(windows, t
 def test_shipped_int8_artifacts_hold_fp16_recurrent_weights(name: str):
     from onnx import TensorProto
 
-    card = load_card(DEFAULT_MODEL.parent / name)
+    zoo = DEFAULT_MODEL.parent
+    card = load_card(zoo / name)
     for precision in ("int8", "int8-tensorrt"):
-        assert _recurrent_dtypes(DEFAULT_MODEL.parent / card.artifacts[precision].file) == {
-            TensorProto.FLOAT16
-        }
+        assert _recurrent_dtypes(zoo / card.artifacts[precision].file) == {TensorProto.FLOAT16}
 
 
 def test_a_model_without_recurrent_layers_is_left_as_it_is(tmp_path: Path):
