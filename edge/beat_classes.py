@@ -4,8 +4,10 @@
 :class:`BeatClassifier` holds a verified model (:func:`vigil.export.runtime.load_model`) and the
 preprocessing parameters its card names; :meth:`BeatClassifier.stream` gives a per-lead
 :class:`BeatStream` that takes raw chunks at the device's rate and returns the beats whose class is
-known (one beat after they occur: the class needs the next beat's RR interval). Windows that cannot
-be classified (NaN, flat line, stream edges) come back with class -1 and are counted by reason.
+known (one beat after they occur: the class needs the next beat's RR interval), their scores pooled
+with the lead's recent look-alike beats when the card names ``morphology-pooling/1``
+(:mod:`vigil.kernels.beat_pooling`). Windows that cannot be classified (NaN, flat line, stream
+edges) come back with class -1 and are counted by reason.
 
 ``vigil classify-beats RECORD`` (:func:`classify_record`) prints ``sample_index class`` per
 classified beat of a WFDB record, and a summary line on stderr.
@@ -22,9 +24,10 @@ import numpy as np
 from vigil.export.card import ModelError
 from vigil.export.runtime import LoadedModel, load_model
 from vigil.kernels.beat_features import BeatBatch, BeatWindowParams, BeatWindows
+from vigil.kernels.beat_pooling import MorphologyPooling
 from vigil.kernels.qrs import QRSDetector
 
-from .networks import zoo_dir
+from .networks import pooling_of, zoo_dir
 
 NETWORK = "ecg-beats"
 
@@ -55,14 +58,22 @@ class BeatClassifier:
         except (TypeError, ValueError) as exc:
             raise ModelError(f"{self.model.card.name}: preprocessing not supported: {exc}") from None
         self.classes = self.model.card.classes
+        self.pooling = pooling_of(self.model.card)
 
-    def classify(self, batch: BeatBatch) -> np.ndarray:
-        """Class index per beat of ``batch`` (-1 for the invalid ones); one inference call."""
+    def classify(self, batch: BeatBatch, pooling: MorphologyPooling | None = None) -> np.ndarray:
+        """Class index per beat of ``batch`` (-1 for the invalid ones); one inference call. ``pooling``:
+        the lead's state (:meth:`new_pooling`) when the card names post-processing."""
         out = np.full(len(batch), -1, dtype=np.int64)
         if batch.valid.any():
             scores = self.model.run({"beat": batch.beat[batch.valid], "rr": batch.rr[batch.valid]})
+            if pooling is not None:
+                scores = pooling.process(batch.beat[batch.valid, 0], scores)
             out[batch.valid] = scores.argmax(1)
         return out
+
+    def new_pooling(self) -> MorphologyPooling | None:
+        """A lead's fresh post-processing state (None when the card names none)."""
+        return MorphologyPooling(self.pooling) if self.pooling else None
 
     def stream(self, fs: float) -> BeatStream:
         return BeatStream(self, fs)
@@ -75,6 +86,7 @@ class BeatStream:
         self.clf = clf
         self.detector = QRSDetector(fs)
         self.windows = BeatWindows(fs, clf.params)
+        self.pooling = clf.new_pooling()
 
     @property
     def invalid(self) -> dict[str, int]:
@@ -83,12 +95,12 @@ class BeatStream:
 
     def process(self, chunk: np.ndarray) -> Classified:
         b = self.windows.process(chunk, self.detector.process(chunk))
-        return Classified(b.sample, self.clf.classify(b))
+        return Classified(b.sample, self.clf.classify(b, self.pooling))
 
     def finish(self) -> Classified:
         b = self.windows.process(np.zeros(0), self.detector.finish())
         b = BeatBatch.concat([b, self.windows.finish()], self.clf.params)
-        return Classified(b.sample, self.clf.classify(b))
+        return Classified(b.sample, self.clf.classify(b, self.pooling))
 
 
 def classify_signal(

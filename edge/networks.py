@@ -4,7 +4,9 @@ Three networks feed the alarm engine (each optional, each verified against its c
 :func:`vigil.export.runtime.load_model`; ONNX Runtime only, no torch):
 
 * ``ecg-beats`` (:class:`BeatNetwork`): every beat the session's QRS detector finds becomes a
-  ``beat-window/1`` input (:class:`~vigil.kernels.beat_features.BeatWindows`); its AAMI class goes to
+  ``beat-window/1`` input (:class:`~vigil.kernels.beat_features.BeatWindows`); its scores are pooled
+  with the lead's recent look-alike beats when the card says so
+  (:class:`~vigil.kernels.beat_pooling.MorphologyPooling`) and its AAMI class goes to
   ``Features.model[MODEL_BEAT_CLASSES]``: the ventricular-run and ectopy alarms.
 * ``ecg-rhythm`` (:class:`RhythmNetwork`): every ``rhythm_every_s`` the last 10 s of the lead
   (``rhythm-strip/1``); P(AF) (mean of the latest three windows) and the label go to
@@ -54,6 +56,7 @@ from vigil.export.runtime import LoadedModel, load_model
 from vigil.firmware_bridge.protocol import ChannelKind
 from vigil.kernels.beat_features import RR_FEATURES as BEAT_RR_FEATURES
 from vigil.kernels.beat_features import BeatWindowParams, BeatWindows
+from vigil.kernels.beat_pooling import MorphologyPooling, PoolingParams
 from vigil.kernels.eeg_segment import EEGSegmenter
 from vigil.kernels.rhythm_strip import RR_FEATURES as STRIP_RR_FEATURES
 from vigil.kernels.rhythm_strip import StripParams, windows_from_signal
@@ -125,7 +128,10 @@ class _Base:
         self.classes = tuple(model.card.classes)
 
     def same_preprocessing(self, other: Network) -> bool:
-        return dict(self.model.card.preprocessing) == dict(other.model.card.preprocessing)
+        a, b = self.model.card, other.model.card
+        return dict(a.preprocessing) == dict(b.preprocessing) and dict(a.postprocessing) == dict(
+            b.postprocessing
+        )
 
     def _check_inputs(self, produced: dict[str, tuple[int, ...]]) -> None:
         """The preprocessing the card names must produce the inputs the card (and so the network,
@@ -147,6 +153,16 @@ class _Base:
             raise ModelError(f"{card.name}: preprocessing not supported: {exc}") from None
 
 
+def pooling_of(card: Any) -> PoolingParams | None:
+    """The card's ``morphology-pooling/1`` parameters, None when it names no post-processing."""
+    if not card.postprocessing:
+        return None
+    try:
+        return PoolingParams.from_card(card.postprocessing)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelError(f"{card.name}: postprocessing not supported: {exc}") from None
+
+
 @dataclass
 class _BeatState:
     windows: BeatWindows
@@ -154,6 +170,7 @@ class _BeatState:
     chunks: list = field(default_factory=list)  # samples waiting for the next preprocessing call
     beats: list = field(default_factory=list)  # their beats (session sample indices)
     waiting: int = 0  # samples in ``chunks``
+    pooling: MorphologyPooling | None = None  # the lead's recent beats (the card's post-processing)
 
 
 class BeatNetwork(_Base):
@@ -169,11 +186,18 @@ class BeatNetwork(_Base):
         super().__init__(model)
         self.params = self._params_of(BeatWindowParams, model.card)
         self._check_inputs({"beat": (2, self.params.samples), "rr": (len(BEAT_RR_FEATURES),)})
+        self.pooling = pooling_of(model.card)
         self.feed_s = float(feed_s)
 
     def start(self, fs: float, n_channels: int, first_sample: int, phase: float) -> _BeatState:
         # the first call comes after a device's own share of feed_s: devices do not all call at once
-        return _BeatState(BeatWindows(fs, self.params), first_sample, waiting=-int(phase * self.feed_s * fs))
+        pooling = MorphologyPooling(self.pooling) if self.pooling else None
+        return _BeatState(
+            BeatWindows(fs, self.params),
+            first_sample,
+            waiting=-int(phase * self.feed_s * fs),
+            pooling=pooling,
+        )
 
     def prepare(
         self, state: _BeatState, x: np.ndarray, beats: np.ndarray, ok: bool, skipped: Counter
@@ -198,9 +222,11 @@ class BeatNetwork(_Base):
             return None
         if not valid.any():
             return None
-        return Rows({"beat": b.beat[valid], "rr": b.rr[valid]}, b.sample[valid] + state.offset)
+        return Rows({"beat": b.beat[valid], "rr": b.rr[valid]}, state.pooling)
 
     def read(self, rows: Rows, scores: np.ndarray) -> dict[str, Any]:
+        if rows.meta is not None:  # the session's pooling state; rows are read in stream order
+            scores = rows.meta.process(rows.inputs["beat"][:, 0], scores)
         labels = [self.classes[i] for i in np.argmax(scores, axis=1)]
         return {MODEL_BEAT_CLASSES: labels}
 

@@ -14,6 +14,8 @@ Fields (all required unless marked optional):
 * ``inputs``: ``{name: [dims...]}``, ``-1`` for the batch axis;
 * ``preprocessing``: ``{"id": ..., "fs": Hz, ...}``; ``id`` names the numpy preprocessing that turns a
   signal into the network's input (see :data:`PREPROCESSING`); other keys are its parameters;
+* ``postprocessing`` (optional): ``{"id": ..., ...}``; ``id`` names a numpy step applied to the
+  network's scores before the class is read (:data:`POSTPROCESSING`), other keys its parameters;
 * ``artifacts``: ``{"fp32": {"file", "sha256", "bytes"}, "int8": {...}, "int8-tensorrt": {...}}``
   (file names relative to the card; ``int8`` is quantized for ONNX Runtime on CPUs,
   ``int8-tensorrt`` for TensorRT's explicit quantization: :mod:`vigil.export.quantize`);
@@ -33,6 +35,8 @@ CARD_SUFFIX = ".card.json"
 TASKS = ("ecg-beats", "ecg-rhythm", "eeg-seizure", "emg-gesture")
 #: Preprocessing ids this build implements (the runtime refuses a card naming any other).
 PREPROCESSING = ("beat-window/1", "rhythm-strip/1", "eeg-segment/1", "emg-window/1")
+#: Post-processing ids this build implements (optional in a card; refused when unknown).
+POSTPROCESSING = ("morphology-pooling/1",)
 #: The artifacts a trained network ships: FP32, INT8 for ONNX Runtime on CPUs, INT8 for TensorRT.
 PRECISIONS = ("fp32", "int8", "int8-tensorrt")
 
@@ -57,6 +61,7 @@ class ModelCard:
     inputs: dict[str, tuple[int, ...]]
     preprocessing: dict[str, Any]
     artifacts: dict[str, Artifact]
+    postprocessing: dict[str, Any] = field(default_factory=dict)
     data: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     latency: dict[str, Any] = field(default_factory=dict)
@@ -73,6 +78,12 @@ class ModelCard:
             raise ModelError(
                 f"card {self.name!r}: preprocessing {pid!r} is not implemented by this Vigil "
                 f"(known: {', '.join(PREPROCESSING)})"
+            )
+        post = self.postprocessing.get("id") if self.postprocessing else None
+        if self.postprocessing and post not in POSTPROCESSING:
+            raise ModelError(
+                f"card {self.name!r}: postprocessing {post!r} is not implemented by this Vigil "
+                f"(known: {', '.join(POSTPROCESSING)})"
             )
         fs = self.preprocessing.get("fs")
         if not isinstance(fs, int | float) or not fs > 0:
