@@ -14,7 +14,8 @@ ratios ``FP32 / INT8`` (the INT8 speed-up) and ``torch / FP32``. Then:
   between a dequantize and a quantize on ONNX Runtime's CPU kernels) is timed beside them, to show
   what the CPU artifact's UINT8 activations buy;
 * beats classified per second per core by the whole chain (streaming QRS detector, beat windows,
-  INT8 network; 1-s chunks), from CPU time.
+  INT8 network, the card's morphology pooling; 1-s chunks), from CPU time, and the same chain
+  without the pooling (what the pooling costs).
 
     .venv/bin/python bench/beat_classifier.py
     .venv/bin/python bench/beat_classifier.py --json out.json
@@ -84,11 +85,13 @@ def _latency(peers: dict[str, Callable], x: dict, runs: int) -> dict[str, tuple[
     return {k: tuple(float(v) for v in np.percentile(a, [50, 99]) * 1e3) for k, a in t.items()}
 
 
-def _pipeline_rate(x: np.ndarray, fs: float, model: Path) -> tuple[int, float]:
-    """(beats classified, CPU seconds) of the whole chain on one lead, 1-s chunks, INT8."""
+def _pipeline_rate(x: np.ndarray, fs: float, model: Path, pooling: bool = True) -> tuple[int, float]:
+    """(beats classified, CPU seconds) of the whole chain on one lead, 1-s chunks, INT8; ``pooling``
+    False drops the card's post-processing."""
     from vigil.edge.beat_classes import BeatClassifier, classify_signal
 
     clf = BeatClassifier(model, "int8", providers="cpu", threads=1)
+    clf.pooling = clf.pooling if pooling else None
     classify_signal(x[: int(20 * fs)], fs, clf)  # warm-up (Numba, ORT)
     t0 = time.process_time()
     _, cls, _ = classify_signal(x, fs, clf)
@@ -147,11 +150,13 @@ def main() -> int:
     for k, v in t.items():
         print(f"  {k:<17} {v * 1e3:9.3f}  x{t['fp32 all'] / v:5.2f}")
 
-    n, cpu_s = _pipeline_rate(lead, fs, Path(args.model))
-    res["pipeline"] = {"beats": n, "cpu_s": round(cpu_s, 3), "beats_per_s": round(n / cpu_s)}
-    print(f"whole chain (detector + beat windows + INT8, 1-s chunks) on {len(lead) / fs:.0f} s of ECG: "
-          f"{n} beats in {cpu_s:.2f} CPU s = {n / cpu_s:.0f} beats/s per core "
-          f"({len(lead) / fs / cpu_s:.0f}x real time)")  # fmt: skip
+    for pooled in (True, False):
+        n, cpu_s = _pipeline_rate(lead, fs, Path(args.model), pooled)
+        key, what = ("pipeline", "pooled") if pooled else ("pipeline_without_pooling", "no pooling")
+        res[key] = {"beats": n, "cpu_s": round(cpu_s, 3), "beats_per_s": round(n / cpu_s)}
+        print(f"whole chain (detector + beat windows + INT8, {what}, 1-s chunks) on {len(lead) / fs:.0f} s "
+              f"of ECG: {n} beats in {cpu_s:.2f} CPU s = {n / cpu_s:.0f} beats/s per core "
+              f"({len(lead) / fs / cpu_s:.0f}x real time)")  # fmt: skip
 
     return conclude(res, args.json)
 
