@@ -33,7 +33,7 @@ beats are counted as "paced"; the rhythm and seizure networks still are.
 
 **Hot swap.** :meth:`Networks.load` loads a model and swaps it in; a corrupt, truncated or
 mismatched model (:class:`~vigil.export.card.ModelError`) is refused with a logged error and the
-running network is kept. A swap whose preprocessing differs drops the per-session preprocessors
+running network is kept. A swap whose pre- or post-processing differs drops the per-session preprocessors
 (they restart on the next chunk); an inference error is counted and logged, never fatal.
 """
 
@@ -129,9 +129,8 @@ class _Base:
 
     def same_preprocessing(self, other: Network) -> bool:
         a, b = self.model.card, other.model.card
-        return dict(a.preprocessing) == dict(b.preprocessing) and dict(a.postprocessing) == dict(
-            b.postprocessing
-        )
+        same_pre = dict(a.preprocessing) == dict(b.preprocessing)
+        return same_pre and dict(a.postprocessing) == dict(b.postprocessing)
 
     def _check_inputs(self, produced: dict[str, tuple[int, ...]]) -> None:
         """The preprocessing the card names must produce the inputs the card (and so the network,
