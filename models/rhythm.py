@@ -287,7 +287,7 @@ def _fit_bags(model, inputs: dict, y: np.ndarray, cfg: Config, epochs: int, lr: 
     and reverses the polarity of a random half (hand-held single-lead devices are often held reversed)."""
     import torch
 
-    from vigil.models.training import _progress, augment, class_weights
+    from vigil.models.training import augment, class_weights, progress_bar
 
     k, n = cfg.bag, len(y)
     per_step = max(1, cfg.batch // k)
@@ -300,7 +300,7 @@ def _fit_bags(model, inputs: dict, y: np.ndarray, cfg: Config, epochs: int, lr: 
         weight=torch.from_numpy(class_weights(y, len(CLASSES), cfg.class_power))
     )
     labels = torch.from_numpy(y)
-    bar = _progress(progress, label, epochs)
+    bar = progress_bar(progress, label, epochs)
     try:
         for _ in range(epochs):
             model.train()
@@ -309,10 +309,8 @@ def _fit_bags(model, inputs: dict, y: np.ndarray, cfg: Config, epochs: int, lr: 
                 rows = (bags[:, None] * k + np.arange(k)[None, :]).ravel()
                 ecg = augment(inputs["ecg"][rows], rng) if cfg.augment else inputs["ecg"][rows]
                 if cfg.flip:
-                    ecg = (
-                        ecg
-                        * np.where(rng.random(len(rows)) < 0.5, -1.0, 1.0).astype(np.float32)[:, None, None]
-                    )
+                    sign = np.where(rng.random(len(rows)) < 0.5, -1.0, 1.0).astype(np.float32)
+                    ecg = ecg * sign[:, None, None]
                 scores = model(
                     torch.from_numpy(np.ascontiguousarray(ecg)), torch.from_numpy(inputs["rr"][rows])
                 )
@@ -354,6 +352,7 @@ def for_inference(model, cfg: Config):
     """``model`` as it is scored and exported: with ``flip_average``, one graph that runs the windows and
     their negatives as one batch and averages the two logits (test-time augmentation: the network was
     trained on both polarities, and its two readings of a strip disagree on a few percent of windows)."""
+    import torch
     from torch import nn
 
     if not cfg.flip_average:
@@ -365,8 +364,6 @@ def for_inference(model, cfg: Config):
             self.net = net
 
         def forward(self, ecg, rr):
-            import torch
-
             out = self.net(torch.cat([ecg, -ecg]), torch.cat([rr, rr]))
             return out.view(2, -1, out.shape[-1]).mean(0)
 

@@ -159,7 +159,7 @@ def fit(
     y_all = torch.from_numpy(np.asarray(labels, dtype=np.int64))
     result = FitResult(epochs)
     best: tuple[float, dict] | None = None
-    bar = _progress(progress, label, epochs)
+    bar = progress_bar(progress, label, epochs)
     try:
         for epoch in range(epochs):
             model.train()
@@ -208,7 +208,8 @@ class _Bar:
             self.progress.stop()
 
 
-def _progress(enabled: bool, label: str, epochs: int) -> _Bar:
+def progress_bar(enabled: bool, label: str, epochs: int) -> _Bar:
+    """An epoch bar (rich) with a status text, or a no-op when not ``enabled``."""
     if not enabled:
         return _Bar(None, None)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
