@@ -98,6 +98,7 @@ from vigil.export.card import ModelError, artifact, card_path, load_card
 from vigil.firmware_bridge.protocol import ChannelKind, SampleFormat
 from vigil.firmware_bridge.replay import Recording, ReplayTransport
 from vigil.models import seizure as sz
+from vigil.models import window_classifier as wc
 from vigil.models.registry import ZOO
 
 NAME = sz.NAME
@@ -179,8 +180,8 @@ def build_fold_models(
         itr = np.flatnonzero(wfold != f)
         model = sz._fit(w, itr, epochs, seed + 1 + f, True, f"eeg-seizure fold {f + 1}/{k}")
         rng = np.random.default_rng(seed + 100 + f)  # the draws cross_validate makes, in its order
-        calib = sz.calibration_set(sz.inputs_of(w, itr), 1024, rng)
-        check = sz.pick(sz.inputs_of(w, itr), 256, rng)
+        calib = wc.calibration_set(sz.inputs_of(w, itr), 1024, rng)
+        check = wc.pick(sz.inputs_of(w, itr), 256, rng)
         stem = fold_stem(work, f, k)
         stem.parent.mkdir(parents=True, exist_ok=True)
         fp32, int8 = stem.with_name(f"{NAME}.fp32.onnx"), stem.with_name(f"{NAME}.int8.onnx")
@@ -501,7 +502,7 @@ def offline_check(segs: list[sz.Segment], stems: list[Path], k: int) -> dict:
         path = stem.with_name(f"{NAME}.int8.onnx")
 
         def score(x: dict, q: Path = path) -> np.ndarray:
-            return sz.onnx_probs(q, x)
+            return wc.onnx_probs(q, x)
 
         test = [s for s, g in zip(segs, fold, strict=True) if g == f]
         quiet = [s for s in test if s.label == 0]

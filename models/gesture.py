@@ -40,7 +40,6 @@ from typing import Any
 import numpy as np
 
 from vigil.export.card import PRECISIONS, ModelCard, artifacts_of, card_path
-from vigil.export.latency import measure_latency
 from vigil.kernels.emg_window import (
     BAND,
     FS,
@@ -53,17 +52,23 @@ from vigil.kernels.emg_window import (
 )
 from vigil.models.metrics import class_stats, macro_f1
 from vigil.models.registry import REPO, TrainOptions
-from vigil.models.seizure import (
+from vigil.models.window_classifier import (
     calibration_choice,
     calibration_set,
     ci,
+    fmt,
+    fmt_ci,
+    int8_report_lines,
+    load_checkpoint,
     onnx_probs,
     pick,
     quantized_variants,
     rnd,
+    save_checkpoint,
     size_kb,
     softmax,
     torch_probs,
+    with_latency,
 )
 
 NAME = "emg-gesture"
@@ -423,7 +428,6 @@ def train(opts: TrainOptions) -> ModelCard:
     idx = np.flatnonzero(w["label"] >= 0)
     model = _fit(w, idx, epochs, opts.seed, opts.progress, "emg-gesture final")
     _, config = _torch_model()
-    opts.zoo.mkdir(parents=True, exist_ok=True)
     training = {
         "seconds": round(time.perf_counter() - t0, 1),
         "seed": opts.seed,
@@ -436,10 +440,7 @@ def train(opts: TrainOptions) -> ModelCard:
         "recordings": len(recs),
         "windows": int(len(idx)),
     }
-    torch.save(
-        {"state_dict": model.state_dict(), "config": config, "validation": cv, "training": training},
-        opts.zoo / f"{NAME}.pt",
-    )
+    save_checkpoint(Path(opts.zoo) / f"{NAME}.pt", model, config, cv, training)
     card = export(opts)
     print(report(card))
     return card
@@ -479,10 +480,7 @@ def export(opts: TrainOptions) -> ModelCard:
 
     torch.set_num_threads(1)
     zoo = Path(opts.zoo)
-    saved = torch.load(zoo / f"{NAME}.pt", weights_only=True)
-    model, _ = _torch_model(saved["config"])
-    model.load_state_dict(saved["state_dict"])
-    model.eval()
+    model, saved = load_checkpoint(zoo / f"{NAME}.pt", lambda config: _torch_model(config)[0])
     cv, training = saved["validation"], saved["training"]
     method = cv["calibration"]["chosen"]
     w = windows(load_uci(Path(opts.data) / "emg_gestures_uci"))
@@ -558,42 +556,24 @@ def export(opts: TrainOptions) -> ModelCard:
         "not an accuracy claim",
         **{p: vendored_metrics(zoo / NAME, p) for p in PRECISIONS},
     }
-    one = {k: v[:1] for k, v in check.items()}
-    card = ModelCard(**{**card.__dict__, "metrics": metrics, "latency": measure_latency(zoo / NAME, one)})
-    card.save(card_path(zoo / NAME))
-    return card
+    return with_latency(card, metrics, zoo / NAME, check)
 
 
 def report(card: ModelCard) -> str:
     """The card's headline figures as text (``vigil train emg-gesture`` prints it)."""
-
-    def c(v: list[float | None]) -> str:
-        return "[" + ", ".join("-" if x is None else f"{x:.3f}" for x in v) + "]"
-
-    def f(x: float | None) -> str:
-        return "-" if x is None else f"{x:.4f}"
 
     m = card.metrics
     lines = [f"{card.name} {card.version}: {m['validation']['split']} validation (out of fold)"]
     for p in ("fp32", "int8"):
         v = m["validation"][p]
         lines.append(
-            f"  {p}: accuracy {f(v['accuracy'])} {c(v['accuracy_ci95'])}  macro-F1 {f(v['macro_f1'])}"
-            f" {c(v['macro_f1_ci95'])}  per fold {v['per_fold_accuracy']}"
+            f"  {p}: accuracy {fmt(v['accuracy'])} {fmt_ci(v['accuracy_ci95'])}"
+            f"  macro-F1 {fmt(v['macro_f1'])} {fmt_ci(v['macro_f1_ci95'])}  per fold {v['per_fold_accuracy']}"
         )
         for name, k in v["per_class"].items():
             lines.append(
-                f"        {name:<17} Se {f(k['sensitivity'])} {c(k['sensitivity_ci95'])}"
-                f"  +P {f(k['ppv'])} {c(k['ppv_ci95'])}  ({k['windows']} windows)"
+                f"        {name:<17} Se {fmt(k['sensitivity'])} {fmt_ci(k['sensitivity_ci95'])}"
+                f"  +P {fmt(k['ppv'])} {fmt_ci(k['ppv_ci95'])}  ({k['windows']} windows)"
             )
         lines.append(f"        unmarked windows called: {v['unmarked_predicted_as']}")
-    fl, cal, size = m["int8_vs_fp32_validation"], m["calibration"], m["size"]
-    lines += [
-        f"  INT8 vs FP32: macro-F1 drop {fl['macro_f1_drop_points']} pt, sensitivity drops "
-        f"{fl['sensitivity_drop_points']} pt, floor {'met' if fl['floor_met'] else 'MISSED'};"
-        f" calibration {cal['chosen']} {cal['scores_macro_f1_out_of_fold']}",
-        f"  size: {size['parameters']} parameters, FP32 {size['fp32_kb']} KB, INT8 {size['int8_kb']} KB;"
-        f" latency {card.latency.get('fp32')} / {card.latency.get('int8')} (fp32 / int8, one core)",
-        f"  training: {card.data['training']['seconds']} s",
-    ]
-    return "\n".join(lines)
+    return "\n".join(lines + int8_report_lines(card))

@@ -36,10 +36,27 @@ from typing import Any
 import numpy as np
 
 from vigil.export.card import PRECISIONS, ModelCard, artifacts_of, card_path
-from vigil.export.latency import measure_latency
 from vigil.kernels.eeg_segment import BAND, FS, HOP_S, MIN_SD, PREPROCESSING_ID, WINDOW_S, eeg_segments
-from vigil.models.metrics import bootstrap_ci, macro_f1
+from vigil.models.metrics import macro_f1
 from vigil.models.registry import REPO, TrainOptions
+from vigil.models.window_classifier import (
+    calibration_choice,
+    calibration_set,
+    ci,
+    fmt,
+    fmt_ci,
+    int8_report_lines,
+    load_checkpoint,
+    onnx_probs,
+    pick,
+    quantized_variants,
+    rnd,
+    save_checkpoint,
+    size_kb,
+    softmax,
+    torch_probs,
+    with_latency,
+)
 
 NAME = "eeg-seizure"
 CLASSES = ("non-seizure", "seizure")
@@ -177,102 +194,6 @@ def _torch_model(config: dict[str, Any] | None = None) -> Any:
 
 # ---------------------------------------------------------------------------------------------
 # Helpers shared with emg-gesture (models/gesture.py): scoring, ONNX artifacts, sizes, latency.
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
-
-
-def onnx_probs(path: Path, inputs: dict[str, np.ndarray], batch: int = 1024) -> np.ndarray:
-    """Class probabilities of an ONNX file on ``inputs`` (ONNX Runtime, CPU, one thread)."""
-    from vigil.export.runtime import cpu_session
-
-    sess = cpu_session(path)
-    n = len(next(iter(inputs.values())))
-    out = [sess.run(None, {k: v[i : i + batch] for k, v in inputs.items()})[0] for i in range(0, n, batch)]
-    return softmax(np.concatenate(out)) if out else np.zeros((0, 0))
-
-
-def torch_probs(model: Any, inputs: dict[str, np.ndarray]) -> np.ndarray:
-    from vigil.models.training import predict
-
-    return softmax(predict(model, inputs))
-
-
-def pick(inputs: dict[str, np.ndarray], n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """``n`` windows drawn without replacement (all when fewer)."""
-    total = len(next(iter(inputs.values())))
-    idx = np.sort(rng.choice(total, size=min(n, total), replace=False))
-    return {k: np.ascontiguousarray(v[idx]) for k, v in inputs.items()}
-
-
-def calibration_set(inputs: dict[str, np.ndarray], n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """:func:`pick` cut to a whole number of the calibration reader's 64-window batches: ONNX Runtime's
-    entropy and percentile calibrators fail on a short last batch (they stack every batch's tensors)."""
-    total = len(next(iter(inputs.values())))
-    m = min(n, total)
-    return pick(inputs, m - m % 64 if m >= 64 else m, rng)
-
-
-def quantized_variants(
-    model: Any,
-    calib: dict[str, np.ndarray],
-    check: dict[str, np.ndarray],
-    folder: Path,
-    methods: tuple[str, ...],
-) -> dict[str, Path]:
-    """Export ``model`` to ``folder/fp32.onnx`` (parity-checked on ``check``) and quantize it with
-    each calibration method: ``{"fp32": path, method: path, ...}``."""
-    from vigil.export.onnx_export import export_onnx
-    from vigil.export.quantize import quantize_int8
-
-    folder.mkdir(parents=True, exist_ok=True)
-    fp32 = folder / "fp32.onnx"
-    export_onnx(model, {k: v[:4] for k, v in check.items()}, fp32, check_inputs=check)
-    out = {"fp32": fp32}
-    for m in methods:
-        out[m] = quantize_int8(fp32, folder / f"{m}.onnx", calib, m)
-    return out
-
-
-#: Out-of-fold macro-F1 differences below this count as ties between calibration methods.
-CALIBRATION_TIE = 0.001
-
-
-def calibration_choice(by_precision: dict[str, Any], methods: tuple[str, ...], floor: Any) -> dict[str, Any]:
-    """The INT8 calibration to ship, chosen on held-out (out-of-fold) windows: the best macro-F1;
-    methods within :data:`CALIBRATION_TIE` of it tie, and the tie goes to the one whose worst class
-    loses the least sensitivity against FP32 (what the INT8 floor guards)."""
-    scores = {m: by_precision[m]["macro_f1"] for m in methods}
-    worst = {
-        m: max(floor(by_precision["fp32"], by_precision[m])["sensitivity_drop_points"].values())
-        for m in methods
-    }
-    best = max(scores.values())
-    tied = [m for m in methods if scores[m] >= best - CALIBRATION_TIE]
-    return {
-        "scores_macro_f1_out_of_fold": scores,
-        "worst_class_sensitivity_drop_points_out_of_fold": {m: rnd(v, 3) for m, v in worst.items()},
-        "rule": f"best out-of-fold macro-F1; within {CALIBRATION_TIE} a tie, broken by the smallest "
-        "worst-class sensitivity drop against FP32",
-        "chosen": min(tied, key=lambda m: worst[m]),
-    }
-
-
-def size_kb(path: Path) -> float:
-    return round(Path(path).stat().st_size / 1024, 1)
-
-
-def rnd(v: float, nd: int = 4) -> float | None:
-    """A JSON-friendly rounded float (None for NaN)."""
-    return None if v is None or not np.isfinite(v) else round(float(v), nd)
-
-
-def ci(groups: np.ndarray, stat: Any, n_boot: int = 1000, seed: int = 0) -> list[float | None]:
-    lo, hi = bootstrap_ci(groups, stat, n_boot=n_boot, seed=seed)
-    return [rnd(lo), rnd(hi)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -670,7 +591,6 @@ def train(opts: TrainOptions) -> ModelCard:
     w = windows(segs)
     model = _fit(w, np.arange(len(w["label"])), epochs, opts.seed, opts.progress, "eeg-seizure final")
     _, config = _torch_model()
-    opts.zoo.mkdir(parents=True, exist_ok=True)
     training = {
         "seconds": round(time.perf_counter() - t0, 1),
         "seed": opts.seed,
@@ -681,10 +601,7 @@ def train(opts: TrainOptions) -> ModelCard:
         "segments": {s: sum(g.set == s for g in segs) for s in SETS},
         "windows": int(len(w["label"])),
     }
-    torch.save(
-        {"state_dict": model.state_dict(), "config": config, "validation": cv, "training": training},
-        opts.zoo / f"{NAME}.pt",
-    )
+    save_checkpoint(Path(opts.zoo) / f"{NAME}.pt", model, config, cv, training)
     card = export(opts)
     print(report(card))
     return card
@@ -742,10 +659,7 @@ def export(opts: TrainOptions) -> ModelCard:
 
     torch.set_num_threads(1)
     zoo = Path(opts.zoo)
-    saved = torch.load(zoo / f"{NAME}.pt", weights_only=True)
-    model, _ = _torch_model(saved["config"])
-    model.load_state_dict(saved["state_dict"])
-    model.eval()
+    model, saved = load_checkpoint(zoo / f"{NAME}.pt", lambda config: _torch_model(config)[0])
     cv, training = saved["validation"], saved["training"]
     method = cv["calibration"]["chosen"]
     segs = load_bonn(Path(opts.data) / "bonn_eeg")
@@ -822,18 +736,7 @@ def export(opts: TrainOptions) -> ModelCard:
         "network's training: a reproducibility check, not an accuracy claim",
         **vend,
     }
-    one = {k: v[:1] for k, v in check.items()}
-    card = ModelCard(**{**card.__dict__, "metrics": metrics, "latency": measure_latency(zoo / NAME, one)})
-    card.save(card_path(zoo / NAME))
-    return card
-
-
-def _ci(v: list[float | None]) -> str:
-    return "[" + ", ".join("-" if x is None else f"{x:.3f}" for x in v) + "]"
-
-
-def _f(x: float | None) -> str:
-    return "-" if x is None else f"{x:.4f}"
+    return with_latency(card, metrics, zoo / NAME, check)
 
 
 def report(card: ModelCard) -> str:
@@ -843,30 +746,22 @@ def report(card: ModelCard) -> str:
     for p in ("fp32", "int8"):
         v = m["validation"][p]
         fa, det, fvs = v["false_alarms"], v["detection"], v.get("F_vs_S", {})
+        by_set = v["specificity_by_set"]
         lines += [
-            f"  {p}: sensitivity {_f(v['sensitivity'])} {_ci(v['sensitivity_ci95'])}  specificity "
-            f"{_f(v['specificity'])} {_ci(v['specificity_ci95'])}  macro-F1 {_f(v['macro_f1'])}",
+            f"  {p}: sensitivity {fmt(v['sensitivity'])} {fmt_ci(v['sensitivity_ci95'])}  specificity "
+            f"{fmt(v['specificity'])} {fmt_ci(v['specificity_ci95'])}  macro-F1 {fmt(v['macro_f1'])}",
             "        specificity by set: "
-            + ", ".join(f"{k} {_f(x['value'])} {_ci(x['ci95'])}" for k, x in v["specificity_by_set"].items()),
+            + ", ".join(f"{k} {fmt(x['value'])} {fmt_ci(x['ci95'])}" for k, x in by_set.items()),
             f"        F vs S: specificity(F) {fvs.get('specificity_F')}"
-            f" {_ci(fvs.get('specificity_F_ci95', []))}  macro-F1 {fvs.get('macro_f1')}",
-            f"        false alarms {fa['per_hour']}/h {_ci(fa['per_hour_ci95'])} ({fa['alarms']} in"
+            f" {fmt_ci(fvs.get('specificity_F_ci95', []))}  macro-F1 {fvs.get('macro_f1')}",
+            f"        false alarms {fa['per_hour']}/h {fmt_ci(fa['per_hour_ci95'])} ({fa['alarms']} in"
             f" {fa['hours']} h; {fa.get('alarms_on_splices', 0)} on splices)",
             f"        detection {det['detected']}/{det['seizure_segments']}, delay median"
             f" {det.get('median_s')} s (p90 {det.get('p90_s')}, max {det.get('max_s')})",
         ]
     b = m["baseline_level_only"]
     lines.append(
-        f"  level-only baseline: sensitivity {_f(b['sensitivity'])} specificity {_f(b['specificity'])}"
+        f"  level-only baseline: sensitivity {fmt(b['sensitivity'])} specificity {fmt(b['specificity'])}"
         f" specificity(F) {b.get('F_vs_S', {}).get('specificity_F')}"
     )
-    fl, cal, size = m["int8_vs_fp32_validation"], m["calibration"], m["size"]
-    lines += [
-        f"  INT8 vs FP32: macro-F1 drop {fl['macro_f1_drop_points']} pt, sensitivity drops "
-        f"{fl['sensitivity_drop_points']} pt, floor {'met' if fl['floor_met'] else 'MISSED'};"
-        f" calibration {cal['chosen']} {cal['scores_macro_f1_out_of_fold']}",
-        f"  size: {size['parameters']} parameters, FP32 {size['fp32_kb']} KB, INT8 {size['int8_kb']} KB;"
-        f" latency {card.latency.get('fp32')} / {card.latency.get('int8')} (fp32 / int8, one core)",
-        f"  training: {card.data['training']['seconds']} s",
-    ]
-    return "\n".join(lines)
+    return "\n".join(lines + int8_report_lines(card))

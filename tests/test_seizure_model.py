@@ -15,6 +15,7 @@ from vigil.export.runtime import load_model
 from vigil.models import seizure as S
 from vigil.models.metrics import macro_f1
 from vigil.models.registry import REPO, ZOO
+from vigil.models.window_classifier import softmax
 
 STEM = ZOO / S.NAME
 VENDORED = REPO / "data" / "bonn_eeg"
@@ -82,7 +83,7 @@ def test_int8_keeps_macro_f1_and_per_class_sensitivity_on_real_windows(vendored,
     preds = {}
     for p in ("fp32", int8):
         m = load_model(STEM, precision=p, providers="cpu", fs=S.FS, task=S.NAME)
-        preds[p] = (S.softmax(m.run(S.inputs_of(vendored)))[:, 1] > S.ALARM["threshold"]).astype(int)
+        preds[p] = (softmax(m.run(S.inputs_of(vendored)))[:, 1] > S.ALARM["threshold"]).astype(int)
     assert (y == 1).sum() == 40 and (y == 0).sum() == 100
     assert macro_f1(y, preds["fp32"], 2) - macro_f1(y, preds[int8], 2) <= 0.01
     for c in (0, 1):
