@@ -3,14 +3,15 @@
 cross-validation (same split, recipe and seeds as ``vigil train ecg-rhythm``) repeated with each fold
 network trained on a stratified fraction of its 800 training records (nested subsets: the quarter lies
 inside the half), always scored on the same held-out fold. Smaller sets get proportionally more epochs,
-so every network takes the same number of optimizer steps.
+so every network takes the same number of optimizer steps. The MIT-BIH pretraining
+(:mod:`vigil.models.rhythm_pretext`) is the recipe's at every size; ``--pretrain-epochs 0`` leaves it out.
 
 It prints the pooled out-of-fold CinC F1 per training-set size and the log-linear trend
 ``F1 = a + b log2(records)`` through them, with the number of records at which the trend reaches the
 floor (0.80). A trend read off three points is an extrapolation, not a promise; it says whether the
 shortfall is a matter of data.
 
-    .venv/bin/python bench/rhythm_learning_curve.py --fractions 0.25 0.5 1 --workers 2
+    .venv/bin/python bench/rhythm_learning_curve.py --fractions 0.25 0.5 1 --workers 2 [--pretrain-epochs 0]
 """
 
 from __future__ import annotations
@@ -44,13 +45,20 @@ def stratified_subset(labels: np.ndarray, fraction: float, seed: int) -> np.ndar
 
 
 def fold_logits(
-    data: Path, fold_index: int, fraction: float, epochs: int | None = None
+    data: Path,
+    fold_index: int,
+    fraction: float,
+    epochs: int | None = None,
+    pretrain_epochs: int | None = None,
 ) -> tuple[list[np.ndarray], np.ndarray, int]:
     """Window logits of each held-out record from a network trained on ``fraction`` of the other folds;
     the held-out indices and the number of training records."""
     base = rhythm.Config() if epochs is None else dataclasses.replace(rhythm.Config(), epochs=epochs)
     cfg = dataclasses.replace(
-        base, epochs=round(base.epochs / fraction), qat_epochs=round(base.qat_epochs / fraction)
+        base,
+        epochs=round(base.epochs / fraction),
+        qat_epochs=round(base.qat_epochs / fraction),
+        pretrain_epochs=base.pretrain_epochs if pretrain_epochs is None else pretrain_epochs,
     )
     records = rhythm.load_records(data / rhythm.DATASET, cfg.strip)
     labels = np.array([r.label for r in records])
@@ -58,7 +66,8 @@ def fold_logits(
     train_idx = np.flatnonzero(fold != fold_index)
     train_idx = train_idx[stratified_subset(labels[train_idx], fraction, 100 + fold_index)]
     test = np.flatnonzero(fold == fold_index)
-    model = rhythm.fit_model(cfg, [records[i] for i in train_idx], 1 + fold_index, False, "")
+    pretext = rhythm.load_pretext(data, cfg) if cfg.pretrain_epochs else None
+    model = rhythm.fit_model(cfg, [records[i] for i in train_idx], 1 + fold_index, False, "", pretext)
     x, owner, _ = rhythm.sliding([records[i] for i in test])
     scores = rhythm.torch_scores(model, x)
     return [scores[owner == i] for i in range(len(test))], test, len(train_idx)
@@ -69,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fractions", type=float, nargs="+", default=[0.25, 0.5, 1.0])
     p.add_argument("--workers", type=int, default=1, help="networks trained side by side, one core each")
     p.add_argument("--epochs", type=int, help="float epochs at fraction 1 (default: the recipe's)")
+    p.add_argument("--pretrain-epochs", type=int, help="MIT-BIH pretraining epochs (default: the recipe's)")
     p.add_argument("--save", help="write every record's out-of-fold window logits to this .npz")
     p.add_argument("--data", help="root holding cinc2017_af/ (default $VIGIL_DATA or ../shared/data)")
     a = p.parse_args(argv)
@@ -78,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     with ProcessPoolExecutor(max_workers=a.workers) as pool:
         folds_, fractions = zip(*jobs, strict=True)
-        runs = list(pool.map(fold_logits, [data] * len(jobs), folds_, fractions, [a.epochs] * len(jobs)))
+        extra = [a.epochs] * len(jobs), [a.pretrain_epochs] * len(jobs)
+        runs = list(pool.map(fold_logits, [data] * len(jobs), folds_, fractions, *extra))
     labels = np.array([r.label for r in rhythm.load_records(data / rhythm.DATASET, rhythm.Config().strip)])
     print(f"ecg-rhythm learning curve, {len(labels)} records, 5-fold record-disjoint, torch FP32 "
           f"({time.time() - t0:.0f} s)")  # fmt: skip

@@ -33,11 +33,12 @@ def out_of_fold_logits(data: Path, seed: int) -> tuple[np.ndarray, np.ndarray, n
     records = rhythm.load_records(data / rhythm.DATASET, cfg.strip)
     labels = np.array([r.label for r in records])
     fold = rhythm.stratified_folds(labels, cfg.folds, 0)
+    pretext = rhythm.load_pretext(data, cfg) if cfg.pretrain_epochs else None
     logits = np.zeros((len(records), len(rhythm.CLASSES)))
     for f in range(cfg.folds):
         train = [r for r, g in zip(records, fold, strict=True) if g != f]
         test = np.flatnonzero(fold == f)
-        model = rhythm.fit_model(cfg, train, seed + 1 + f, False, f"fold {f + 1}")
+        model = rhythm.fit_model(cfg, train, seed + 1 + f, False, f"fold {f + 1}", pretext)
         x, owner, _ = rhythm.sliding([records[i] for i in test])
         scores = rhythm.torch_scores(model, x)
         logits[test] = np.stack([scores[owner == i].mean(0) for i in range(len(test))])

@@ -166,8 +166,13 @@ def test_training_is_seeded():
 
     from vigil.models import rhythm
 
-    cfg = dataclasses.replace(rhythm.Config(), epochs=1, crops_per_10s=0.5)
+    cfg = dataclasses.replace(rhythm.Config(), epochs=1, crops_per_10s=0.5, pretrain_epochs=1)
     recs = rhythm.load_records(DATA, cfg.strip)[:4]
-    a = rhythm.fit_model(cfg, recs, 7, False, "a").state_dict()
-    b = rhythm.fit_model(cfg, recs, 7, False, "b").state_dict()
+    from vigil.models.rhythm_pretext import pretext_windows
+
+    x, y = pretext_windows(REPO / "data" / "mitdb", ("208",), cfg.strip, hop_s=60.0)
+    a = rhythm.fit_model(cfg, recs, 7, False, "a", (x, y)).state_dict()
+    b = rhythm.fit_model(cfg, recs, 7, False, "b", (x, y)).state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(ValueError, match="pretrain_epochs"):
+        rhythm.fit_model(cfg, recs, 7, False, "no pretext")
