@@ -850,14 +850,14 @@ def run_all(
     config: Config,
     ack_after: float,
     networks: str,
-    beat_folds: Path | None = None,
+    fold_models: Path | None = None,
     paced: Sequence[str] = (),
 ) -> tuple[list[RecordResult], dict, float]:
     """Evaluate ``names``; ``networks``: "none", "zoo" (the shipped models) or a model folder.
 
-    ``beat_folds``: a folder of ``<record>/ecg-beats.*`` fold models: each record's beats are then
-    classified by the network trained without it; a record without one uses the shipped model (said
-    on stderr)."""
+    ``fold_models``: a folder of ``<record>/<network>.*`` fold models (``bench/beat_folds.py``,
+    ``bench/rhythm_folds.py``): each record is then read by the networks that never saw it; a record
+    without one uses the shipped network (said on stderr)."""
     t0 = time.perf_counter()
     results, tasks = [], []
     for name in names:
@@ -870,13 +870,16 @@ def run_all(
             )
             if name in paced:
                 nets.paced = ("1",)  # the replayed device, as a [[devices]] entry with paced = true
-            fold = beat_folds / name / "ecg-beats" if beat_folds is not None else None
-            if fold is not None and fold.with_suffix(".card.json").exists() and "ecg-beats" in nets.nets:
-                if not nets.load("ecg-beats", fold, m.precision, "cpu", 1):
-                    raise SystemExit(f"fold model {fold} refused")
-                print(f"  {name}: ecg-beats fold model (trained without {name})", file=sys.stderr)
-            elif beat_folds is not None and "ecg-beats" in nets.nets:
-                print(f"  {name}: no fold model; the shipped ecg-beats", file=sys.stderr)
+            for task in ("ecg-beats", "ecg-rhythm") if fold_models is not None else ():
+                fold = fold_models / name / task
+                if task not in nets.nets:
+                    continue
+                if fold.with_suffix(".card.json").exists():
+                    if not nets.load(task, fold, m.precision, "cpu", 1, **m.tasks()[task]):
+                        raise SystemExit(f"fold model {fold} refused")
+                    print(f"  {name}: {task} fold model (never saw {name})", file=sys.stderr)
+                else:
+                    print(f"  {name}: no {task} fold model; the shipped one", file=sys.stderr)
             tasks = list(nets.nets)
         r = evaluate_record(root / name, config, ack_after, nets)
         results.append(r)
@@ -920,8 +923,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="none (rule-only, default), zoo (the shipped models) or a model folder")  # fmt: skip
     p.add_argument("--tasks", help="networks to run, comma-separated (default: all of [models])")
     p.add_argument("--paced", default="", help="records replayed as a paced device (e.g. 102,104,107,217)")
-    p.add_argument("--beat-folds", type=Path,
-                   help="folder of <record>/ecg-beats.* fold models, each without its record")  # fmt: skip
+    p.add_argument("--fold-models", "--beat-folds", type=Path,
+                   help="folder of <record>/<network>.* fold models that never saw the record")  # fmt: skip
     p.add_argument("--compare", action="store_true",
                    help="run rule-only and with --networks (default zoo); print the gain")  # fmt: skip
     p.add_argument("--per-record", action="store_true", help="print the per-record table")
@@ -942,7 +945,7 @@ def main(argv: list[str] | None = None) -> int:
         a.networks = "zoo"
     rule = run_all(root, names, config, a.ack_after, "none") if a.compare else None
     paced = [n.strip() for n in a.paced.split(",") if n.strip()]
-    results, totals, wall = run_all(root, names, config, a.ack_after, a.networks, a.beat_folds, paced)
+    results, totals, wall = run_all(root, names, config, a.ack_after, a.networks, a.fold_models, paced)
     print(f"records: {len(names)} ({', '.join(names)}); lead 0; default alarm settings; "
           f"latched alarms acknowledged {a.ack_after:g} s after raise; networks: "
           f"{', '.join(totals['networks']) or 'none'}")  # fmt: skip

@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """ecg-beats fold networks: for every DS1 record, the network of its leave-records-out fold, exported
-with a model card so the monitor can load it (``bench/alarm_eval.py --beat-folds DIR``).
+with a model card so the monitor can load it (``bench/alarm_eval.py --fold-models DIR``).
 
 The shipped ``ecg-beats`` network was trained on all of MIT-BIH DS1, so replaying a DS1 record through
 the monitor with it measures alarms on beats it has learned. This script repeats the card's
@@ -13,8 +13,8 @@ the shipped network; the name says which fold it is).
 Needs the train extra (torch, onnx) and the MIT-BIH records (``--data``, ``$VIGIL_DATA`` or
 ``../shared/data``). About 10 min on one core.
 
-    .venv/bin/python bench/beat_folds.py --out ~/.cache/vigil/beat-folds
-    .venv/bin/python bench/alarm_eval.py --compare --beat-folds ~/.cache/vigil/beat-folds
+    .venv/bin/python bench/beat_folds.py --out ~/.cache/vigil/folds
+    .venv/bin/python bench/alarm_eval.py --compare --fold-models ~/.cache/vigil/folds
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from vigil.models.registry import ZOO, TrainOptions
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--out", type=Path, default=Path("~/.cache/vigil/beat-folds").expanduser())
+    p.add_argument("--out", type=Path, default=Path("~/.cache/vigil/folds").expanduser())
     p.add_argument("--data", help="root holding mitdb/ (default $VIGIL_DATA or ../shared/data)")
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
