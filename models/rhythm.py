@@ -333,7 +333,7 @@ def _fit_bags(model, inputs: dict, y: np.ndarray, cfg: Config, epochs: int, lr: 
     and reverses the polarity of a random half (hand-held single-lead devices are often held reversed)."""
     import torch
 
-    from vigil.models.training import augment, class_weights, progress_bar
+    from vigil.models.training import augment, class_weights, progress_bar, reverse_polarity
 
     k, n = cfg.bag, len(y)
     per_step = max(1, cfg.batch // k)
@@ -355,8 +355,7 @@ def _fit_bags(model, inputs: dict, y: np.ndarray, cfg: Config, epochs: int, lr: 
                 rows = (bags[:, None] * k + np.arange(k)[None, :]).ravel()
                 ecg = augment(inputs["ecg"][rows], rng) if cfg.augment else inputs["ecg"][rows]
                 if cfg.flip:
-                    sign = np.where(rng.random(len(rows)) < 0.5, -1.0, 1.0).astype(np.float32)
-                    ecg = ecg * sign[:, None, None]
+                    ecg = reverse_polarity(ecg, rng)
                 scores = model(
                     torch.from_numpy(np.ascontiguousarray(ecg)), torch.from_numpy(inputs["rr"][rows])
                 )

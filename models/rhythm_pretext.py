@@ -75,7 +75,7 @@ def pretrain(model, inputs: dict, labels: np.ndarray, cfg, epochs: int, rng: np.
     import torch
     from torch import nn
 
-    from vigil.models.training import augment, class_weights
+    from vigil.models.training import augment, class_weights, reverse_polarity
 
     head = nn.Linear(2 * cfg.hidden, STEP_CLASSES)
     seen: dict[str, torch.Tensor] = {}
@@ -92,8 +92,7 @@ def pretrain(model, inputs: dict, labels: np.ndarray, cfg, epochs: int, rng: np.
         for _ in range(epochs):
             model.train()
             for idx in np.array_split(rng.permutation(n), steps):
-                ecg = augment(inputs["ecg"][idx], rng)
-                ecg = ecg * np.where(rng.random(len(idx)) < 0.5, -1.0, 1.0).astype(np.float32)[:, None, None]
+                ecg = reverse_polarity(augment(inputs["ecg"][idx], rng), rng)
                 model(torch.from_numpy(np.ascontiguousarray(ecg)), torch.from_numpy(inputs["rr"][idx]))
                 target = torch.from_numpy(labels[idx]).reshape(-1)
                 loss = loss_fn(head(seen["h"]).reshape(-1, STEP_CLASSES), target)

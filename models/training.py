@@ -72,6 +72,13 @@ def class_weights(labels: np.ndarray, n_classes: int, power: float = 0.5) -> np.
     return (w / w[counts > 0].mean()).astype(np.float32)
 
 
+def reverse_polarity(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A batch ``[n, ch, t]`` with a random half of its windows negated: hand-held single-lead devices
+    are often held reversed."""
+    sign = np.where(rng.random(len(x)) < 0.5, -1.0, 1.0).astype(np.float32)
+    return x * sign[:, None, None]
+
+
 def augment(x: np.ndarray, rng: np.random.Generator, p: float = 0.5) -> np.ndarray:
     """Randomly scaled, wandering, noisy, time-warped copy of a batch ``[n, ch, t]`` (see module doc)."""
     x = np.array(x, dtype=np.float32, copy=True)
