@@ -176,3 +176,30 @@ def test_training_is_seeded():
     assert all(torch.equal(a[k], b[k]) for k in a)
     with pytest.raises(ValueError, match="pretrain_epochs"):
         rhythm.fit_model(cfg, recs, 7, False, "no pretext")
+
+
+def test_int8_aware_epochs_continue_the_float_fit_exactly():
+    """fit_model is fit_float then fit_int8_aware: a run split in two (as bench/rhythm_int8.py splits
+    it to try quantization-aware variants on one float network) gives the same weights."""
+    torch = pytest.importorskip("torch", reason="training needs the train extra (torch)")
+    import dataclasses
+
+    from vigil.models import rhythm
+
+    cfg = dataclasses.replace(rhythm.Config(), epochs=1, qat_epochs=1, crops_per_10s=0.5)
+    recs = rhythm.load_records(DATA, cfg.strip)[:4]
+    whole = rhythm.fit_model(cfg, recs, 3, False, "whole").state_dict()
+    fit = rhythm.fit_float(cfg, recs, 3, False, "float")
+    split = rhythm.fit_int8_aware(fit, cfg, False, "int8-aware").state_dict()
+    assert all(torch.equal(whole[k], split[k]) for k in whole)
+
+
+def test_fold_calibration_windows_come_from_training_records():
+    from vigil.models import rhythm
+
+    recs = rhythm.load_records(DATA, StripParams())
+    a = rhythm.fold_calibration(recs[:3], 8, seed=0, fold=1)
+    b = rhythm.fold_calibration(recs[:3], 8, seed=0, fold=1)
+    assert a["ecg"].shape == (8, 1, StripParams().window) and len(a["rr"]) == 8
+    assert np.array_equal(a["ecg"], b["ecg"])
+    assert not np.array_equal(a["ecg"], rhythm.fold_calibration(recs[:3], 8, seed=0, fold=2)["ecg"])
