@@ -7,8 +7,9 @@ MIT-BIH DS1 windows, prepared exactly as CinC strips are ("rhythm-strip/1": lead
 100 Hz, band-passed, normalised, with the same RR features), and a linear head on its GRU outputs
 names, at each of the 32 time steps (0.32 s), the AAMI class of the reference beat that falls in the
 step (N, S, V, F, Q) or "no beat". The head is then dropped and every weight goes on to the CinC
-training. Only DS1 records are read (the records ``ecg-beats`` trains on): record 100 and DS2 stay
-unseen.
+training. Lead 0 (MLII, the closest to the hand-held lead I) is read by default; ``leads`` adds the
+second lead (mostly V1) as more windows with the same labels. Only DS1 records are read (the records
+``ecg-beats`` trains on): record 100 and DS2 stay unseen.
 """
 
 from __future__ import annotations
@@ -42,18 +43,22 @@ def step_labels(
 
 
 def pretext_windows(
-    mitdb: Path, names: tuple[str, ...], params: StripParams, hop_s: float = 5.0
+    mitdb: Path,
+    names: tuple[str, ...],
+    params: StripParams,
+    hop_s: float = 5.0,
+    leads: tuple[int, ...] = (0,),
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """Network inputs of every ``hop_s`` window of the records ``names`` found in ``mitdb`` (lead 0),
-    and their step labels. Raises ``FileNotFoundError`` when none of them is there."""
+    """Network inputs of every ``hop_s`` window of each of ``leads`` of the records ``names`` found in
+    ``mitdb``, and their step labels. Raises ``FileNotFoundError`` when none of them is there."""
     from vigil.firmware_bridge.replay import read_wfdb
 
     present = [n for n in names if (Path(mitdb) / f"{n}.hea").is_file()]
     if not present:
         raise FileNotFoundError(f"{mitdb}: none of the MIT-BIH records {', '.join(names)}")
     ecg, rr, lab = [], [], []
-    for name in present:
-        rec = read_wfdb(Path(mitdb) / name, channels=[0])
+    for name, lead in ((n, k) for n in present for k in leads):
+        rec = read_wfdb(Path(mitdb) / name, channels=[lead])
         strip = prepare_strip(rec.signal[:, 0], rec.fs, params)
         ann = rec.annotations
         is_beat = np.array([s in BEAT_SYMBOLS for s in ann.symbol], dtype=bool)

@@ -41,6 +41,18 @@ def test_pretext_windows_of_208_carry_its_beat_classes():
     assert 0.9 * v_ref <= v_steps <= v_ref, (v_steps, v_ref)
 
 
+def test_a_second_lead_adds_the_same_labels_on_its_own_waveform():
+    params = StripParams()
+    one, y1 = pretext_windows(MITDB, ("208",), params, hop_s=60.0)
+    two, y2 = pretext_windows(MITDB, ("208",), params, hop_s=60.0, leads=(0, 1))
+    n = len(y1)
+    assert len(y2) == 2 * n
+    np.testing.assert_array_equal(y2[:n], y1)
+    np.testing.assert_array_equal(y2[n:], y1)  # the annotations label both leads
+    np.testing.assert_array_equal(two["ecg"][:n], one["ecg"])
+    assert not np.allclose(two["ecg"][n:], one["ecg"])  # V1, not MLII again
+
+
 def test_no_record_is_a_clear_error(tmp_path: Path):
     with pytest.raises(FileNotFoundError, match="none of the MIT-BIH records"):
         pretext_windows(tmp_path, ("101",), StripParams())
