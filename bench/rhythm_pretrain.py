@@ -1,10 +1,10 @@
 #!/usr/bin/env python
-"""What ``ecg-rhythm`` gains from its MIT-BIH beat pretraining (:mod:`vigil.models.rhythm_pretext`):
-the card's 5-fold cross-validation (same split; fold seeds ``seed + 1 + fold`` as ``vigil train
-ecg-rhythm --seed S``) with the network pretrained for each of ``--pretrain-epochs`` epochs (0: none,
-the CinC strips alone), side by side, torch FP32 out of fold; with several seeds, also the score of
-their ensemble (the mean of the seeds' log-probabilities). ``--leads`` chooses the MIT-BIH leads the
-pretraining reads (0: MLII, the recipe's; 0 1: both).
+"""What ``ecg-rhythm`` gains from its MIT-BIH beat pretraining (:mod:`vigil.models.rhythm_pretext`),
+and how much of its score is the training seed: the card's 5-fold cross-validation (same split; fold
+seeds ``seed + 1 + fold`` as ``vigil train ecg-rhythm --seed S``) with the network pretrained for each
+of ``--pretrain-epochs`` epochs (0: none, the CinC strips alone), side by side, torch FP32 out of fold;
+with several seeds, also the score of their ensemble (the mean of the seeds' log-probabilities).
+``--leads`` chooses the MIT-BIH leads the pretraining reads (0: MLII, the recipe's; 0 1: both).
 
 Each arm and seed trains 5 fold networks (about 4-5 min each on one core); ``--workers`` trains them
 side by side, one core each.

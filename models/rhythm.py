@@ -67,10 +67,10 @@ held-out records too and the calibration method is chosen by that held-out macro
 challenge's mean F1 of N, A, O, per-class Se/+P, with 95 % CIs by bootstrap over records.
 
 The training seed matters at this data size: the same recipe and split with seeds 0, 10 and 20 scored
-0.784, 0.772 and 0.774 on one machine (``bench/rhythm_seeds.py``), and seed 0 scored 0.794 on another
-CPU, where the float rounding of the kernels differs and the training trajectory with it (training is
-bit-reproducible on one CPU type, :func:`fit_model`). Read the card's figure as one draw from a spread
-of about a point.
+0.784, 0.772 and 0.774 on one machine (``bench/rhythm_pretrain.py --pretrain-epochs 0``), and seed 0
+scored 0.794 on another CPU, where the float rounding of the kernels differs and the training
+trajectory with it (training is bit-reproducible on one CPU type, :func:`fit_model`). Read the card's
+figure as one draw from a spread of about a point.
 
 Data is what limits the score (``bench/rhythm_learning_curve.py --pretrain-epochs 0``): the same
 cross-validation with each fold network trained on a stratified quarter, half or all of its 800
@@ -800,8 +800,8 @@ def export(opts: TrainOptions) -> ModelCard:
         "bag size, flip averaging) was chosen among a few alternatives by this same cross-validation, so "
         "these figures are mildly optimistic; the held-back records (IDs divisible by 3) were never used. "
         "They are also one training run's: with training seeds 10 and 20 the same recipe and split scored "
-        "0.772 and 0.774, and seed 0 retrained on another machine 0.784 (bench/rhythm_seeds.py); the four "
-        "runs average 0.781",
+        "0.772 and 0.774, and seed 0 retrained on another machine 0.784 (bench/rhythm_pretrain.py "
+        "--pretrain-epochs 0); the four runs average 0.781",
         "live_windows": "a monitor classifies the last 10 s of each device's buffer with "
         "vigil.kernels.rhythm_strip.windows_from_signal (each buffer prepared on its own); these metrics "
         "are of whole strips (cut_windows of prepare_strip, record_probabilities)",
