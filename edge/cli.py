@@ -176,6 +176,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         epochs=args.epochs,
         quick=args.quick,
         progress=sys.stderr.isatty(),
+        workers=getattr(args, "workers", 1),
     )
     mod = network(args.network)
     card = mod.export(opts) if args.command == "export" else mod.train(opts)
@@ -317,6 +318,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
         p.add_argument("--epochs", type=_positive_int, help="training epochs (default: the network's)")
         p.add_argument("--quick", action="store_true", help="a small, fast run for smoke tests")
+        if name == "train":
+            what = "networks trained side by side, one core each (ecg-rhythm; default 1)"
+            p.add_argument("--workers", type=_positive_int, default=1, help=what)
         p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("classify-beats", help="beat classes of a WFDB record: 'sample_index class' per beat")

@@ -45,6 +45,7 @@ class TrainOptions:
     epochs: int | None = None  # None: the network's default
     quick: bool = False  # a small, fast run (fewer epochs and folds) for smoke tests
     progress: bool = True
+    workers: int = 1  # networks trained side by side, one core each (where a network's training allows)
 
 
 def default_data_root() -> Path:

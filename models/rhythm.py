@@ -147,6 +147,9 @@ class Config:
     calibration_windows: int = 512
     pretrain_epochs: int = 0  # MIT-BIH DS1 beat-class epochs before the CinC ones (models.rhythm_pretext)
     pretext_leads: tuple[int, ...] = (0,)  # MIT-BIH leads read by the pretraining (0: MLII, 1: mostly V1)
+    teachers: tuple[int, ...] = ()  # seed offsets of the networks distilled into this one (empty: none)
+    distill_weight: float = 1.0  # weight of the distillation loss beside the label losses
+    distill_temperature: float = 2.0  # softmax temperature of teacher and student in that loss
 
 
 def config_for(opts: TrainOptions) -> Config:
@@ -343,10 +346,14 @@ def bag_crops(
 
 
 def _fit_bags(model, inputs: dict, y: np.ndarray, cfg: Config, epochs: int, lr: float,
-              rng: np.random.Generator, progress: bool, label: str) -> None:  # fmt: skip
+              rng: np.random.Generator, progress: bool, label: str,
+              soft: np.ndarray | None = None) -> None:  # fmt: skip
     """AdamW + one-cycle over bags (:func:`bag_crops`): cross-entropy of each bag's mean logits with
     its record's label, plus ``instance_weight`` x that of each crop; every step augments the crops
-    and reverses the polarity of a random half (hand-held single-lead devices are often held reversed)."""
+    and reverses the polarity of a random half (hand-held single-lead devices are often held reversed).
+    With ``soft`` (teacher log-probabilities per crop, :func:`teacher_log_probs`), plus
+    ``distill_weight`` x the distillation loss T^2 KL(teacher_T || student_T) per crop, at temperature
+    T = ``distill_temperature`` (Hinton et al. 2015, "Distilling the knowledge in a neural network")."""
     import torch
 
     from vigil.models.training import augment, class_weights, progress_bar, reverse_polarity
@@ -378,6 +385,8 @@ def _fit_bags(model, inputs: dict, y: np.ndarray, cfg: Config, epochs: int, lr: 
                 loss = loss_fn(scores.view(len(bags), k, -1).mean(1), labels[bags])
                 if cfg.instance_weight:
                     loss = loss + cfg.instance_weight * loss_fn(scores, labels[bags].repeat_interleave(k))
+                if soft is not None:
+                    loss = loss + cfg.distill_weight * _distillation_loss(scores, soft[rows], cfg)
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
@@ -388,15 +397,76 @@ def _fit_bags(model, inputs: dict, y: np.ndarray, cfg: Config, epochs: int, lr: 
         bar.close()
 
 
+def _distillation_loss(scores, soft: np.ndarray, cfg: Config):
+    """T^2 KL(softmax(soft / T) || softmax(scores / T)), mean over crops."""
+    import torch
+    from torch.nn.functional import kl_div, log_softmax
+
+    t = cfg.distill_temperature
+    target = log_softmax(torch.from_numpy(soft) / t, dim=1)
+    return kl_div(log_softmax(scores / t, dim=1), target, reduction="batchmean", log_target=True) * t * t
+
+
+def teacher_log_probs(teachers: Sequence, inputs: dict) -> np.ndarray:
+    """The teachers' mean log-probabilities per window (each an inference network, :func:`for_inference`):
+    the ensemble a student is distilled from."""
+    from scipy.special import log_softmax
+
+    logp = [log_softmax(torch_scores(t, inputs), axis=1) for t in teachers]
+    return np.mean(logp, axis=0).astype(np.float32)
+
+
+def fit_teachers(
+    cfg: Config,
+    records: Sequence[Record],
+    seed: int,
+    progress: bool,
+    label: str,
+    pretext: Pretext | None = None,
+    workers: int = 1,
+) -> list:
+    """The networks a ``cfg.teachers`` student learns from: the recipe without distillation, trained on
+    the same ``records`` with seeds ``seed + t`` for ``t`` in ``cfg.teachers`` (``workers`` at a time,
+    each in its own process: the same weights as one after the other)."""
+    tcfg = dataclasses.replace(cfg, teachers=())
+    jobs = [(tcfg, records, seed + t, progress and workers == 1, f"{label} teacher {t}", pretext)
+            for t in cfg.teachers]  # fmt: skip
+    nets = []
+    for state in _map(_fitted_state, jobs, workers):
+        nets.append(for_inference(build(tcfg), tcfg))
+        nets[-1].load_state_dict(state)
+    return [net.eval() for net in nets]
+
+
+def _fitted_state(*args) -> dict:
+    """:func:`fit_model`'s weights (what a worker process can send back; the network class is local)."""
+    return fit_model(*args).state_dict()
+
+
+def _map(fn: Callable, jobs: Sequence[tuple], workers: int) -> list:
+    """``[fn(*job) for job in jobs]``, in ``workers`` processes when more than one (spawned, not forked:
+    a fork of a process whose torch thread pools have run can hang)."""
+    if workers <= 1 or len(jobs) <= 1:
+        return [fn(*job) for job in jobs]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    spawn = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=spawn) as pool:
+        return list(pool.map(fn, *zip(*jobs, strict=True)))
+
+
 @dataclass
 class Fitting:
     """A network between its float and its quantization-aware epochs: the model, its training bags
-    (:func:`bag_crops`) and the generator that the remaining epochs draw augmentation from."""
+    (:func:`bag_crops`), the generator that the remaining epochs draw augmentation from, and the
+    teachers' log-probabilities of the bags' crops when it is distilled."""
 
     model: object  # RhythmCRNN (torch.nn.Module)
     inputs: dict
     labels: np.ndarray
     rng: np.random.Generator
+    soft: np.ndarray | None = None
 
 
 def fit_float(
@@ -406,9 +476,12 @@ def fit_float(
     progress: bool,
     label: str,
     pretext: Pretext | None = None,
+    teachers: Sequence | None = None,
+    workers: int = 1,
 ) -> Fitting:
     """``pretrain_epochs`` on the MIT-BIH beat task (``pretext``, :func:`load_pretext`), then ``epochs``
-    in float on ``records``."""
+    in float on ``records``; with ``cfg.teachers``, distilled from ``teachers`` (inference networks
+    trained on the same ``records``; :func:`fit_teachers`, ``workers`` at a time, when None)."""
     import torch
 
     from vigil.models.rhythm_pretext import pretrain
@@ -417,13 +490,16 @@ def fit_float(
     if cfg.pretrain_epochs and pretext is None:
         raise ValueError(f"pretrain_epochs={cfg.pretrain_epochs} needs the MIT-BIH windows (load_pretext)")
     torch.set_num_threads(1)
+    if cfg.teachers and teachers is None:
+        teachers = fit_teachers(cfg, records, seed, progress, label, pretext, workers)
     rng = seed_everything(seed)
     model = build(cfg)
     inputs, y = bag_crops(records, cfg.crops_per_10s, cfg.bag, rng)
+    soft = teacher_log_probs(teachers, inputs) if cfg.teachers else None
     if cfg.pretrain_epochs:
         pretrain(model, *pretext, cfg, cfg.pretrain_epochs, np.random.default_rng(seed + 999))
-    _fit_bags(model, inputs, y, cfg, cfg.epochs, cfg.lr, rng, progress, label)
-    return Fitting(model, inputs, y, rng)
+    _fit_bags(model, inputs, y, cfg, cfg.epochs, cfg.lr, rng, progress, label, soft)
+    return Fitting(model, inputs, y, rng, soft)
 
 
 def fit_int8_aware(fit: Fitting, cfg: Config, progress: bool, label: str):
@@ -436,7 +512,7 @@ def fit_int8_aware(fit: Fitting, cfg: Config, progress: bool, label: str):
         calibrate_fake_quant(model, {k: v[:: max(1, len(inputs["ecg"]) // 512)] for k, v in inputs.items()})
         model.quantization_aware(True)
         _fit_bags(model, inputs, fit.labels, cfg, cfg.qat_epochs, cfg.lr / 10, fit.rng, progress,
-                  label + " INT8-aware")  # fmt: skip
+                  label + " INT8-aware", fit.soft)  # fmt: skip
         model.quantization_aware(False)
     return for_inference(model, cfg).eval()
 
@@ -448,10 +524,12 @@ def fit_model(
     progress: bool,
     label: str,
     pretext: Pretext | None = None,
+    teachers: Sequence | None = None,
+    workers: int = 1,
 ):
     """A network trained on ``records``: :func:`fit_float`, then :func:`fit_int8_aware` (fixed epochs;
     see the module doc). Returned for inference: wrapped by :func:`for_inference`."""
-    fit = fit_float(cfg, records, seed, progress, label, pretext)
+    fit = fit_float(cfg, records, seed, progress, label, pretext, teachers, workers)
     return fit_int8_aware(fit, cfg, progress, label)
 
 
@@ -591,6 +669,41 @@ def fold_calibration(train: Sequence[Record], n: int, seed: int, fold: int) -> d
     return {k: v[pick] for k, v in calib.items()}
 
 
+def held_out_probabilities(
+    model, train: Sequence[Record], test: Sequence[Record], calibration_windows: int, seed: int, fold: int
+) -> dict[str, np.ndarray]:
+    """Record probabilities of the held-out ``test`` records from fold network ``model`` (trained on
+    ``train``): ``"torch"`` (FP32) and, per calibration method, its INT8 model (:func:`fold_calibration`)."""
+    from vigil.export.quantize import choose_calibration
+
+    labels = np.array([r.label for r in test])
+    x, owner, _ = sliding(test)
+    out = {"torch": per_record(torch_scores(model, x), owner, len(test))}
+    with tempfile.TemporaryDirectory() as tmp:
+        fp32 = Path(tmp) / "fold.fp32.onnx"
+        export_fp32(model, fp32, x)
+
+        def score(path: Path) -> float:
+            p = per_record(onnx_scores(path, x), owner, len(test))
+            out[path.stem.split(".")[0]] = p
+            return macro_f1(labels, p.argmax(1), len(CLASSES), SCORED)
+
+        calib = fold_calibration(train, calibration_windows, seed, fold)
+        choose_calibration(fp32, Path(tmp) / "fold.int8.onnx", calib, score)
+    return out
+
+
+def _fold_probabilities(
+    cfg: Config, records: Sequence[Record], fold: np.ndarray, f: int, seed: int, progress: bool,
+    pretext: Pretext | None,
+) -> dict[str, np.ndarray]:  # fmt: skip
+    """Fold ``f`` of :func:`cross_validate`: its network and :func:`held_out_probabilities`."""
+    train = [r for r, g in zip(records, fold, strict=True) if g != f]
+    test = [r for r, g in zip(records, fold, strict=True) if g == f]
+    model = fit_model(cfg, train, seed + 1 + f, progress, f"fold {f + 1}/{cfg.folds}", pretext)
+    return held_out_probabilities(model, train, test, cfg.calibration_windows, seed, f)
+
+
 def cross_validate(
     cfg: Config,
     records: Sequence[Record],
@@ -598,10 +711,12 @@ def cross_validate(
     progress: bool,
     log=print,
     pretext: Pretext | None = None,
+    workers: int = 1,
 ) -> dict:
     """Stratified k-fold over records: out-of-fold FP32 (torch and ONNX) and INT8 (every calibration
-    method) record predictions; metrics, and the calibration method that scored best."""
-    from vigil.export.quantize import METHODS, choose_calibration
+    method) record predictions; metrics, and the calibration method that scored best. ``workers`` fold
+    networks train side by side, each in its own process (the same weights as one after the other)."""
+    from vigil.export.quantize import METHODS
 
     labels = np.array([r.label for r in records])
     fold = stratified_folds(labels, cfg.folds, seed)
@@ -609,27 +724,13 @@ def cross_validate(
     prob = {"torch": np.zeros((n, len(CLASSES)))}
     prob.update({m: np.zeros((n, len(CLASSES))) for m in METHODS})
     t0 = time.time()
-    for f in range(cfg.folds):
-        tr = [r for r, g in zip(records, fold, strict=True) if g != f]
+    jobs = [(cfg, records, fold, f, seed, progress and workers == 1, pretext) for f in range(cfg.folds)]
+    for f, out in enumerate(_map(_fold_probabilities, jobs, workers)):
         te_idx = np.flatnonzero(fold == f)
-        te = [records[i] for i in te_idx]
-        model = fit_model(cfg, tr, seed + 1 + f, progress, f"fold {f + 1}/{cfg.folds}", pretext)
-        x_te, owner, _ = sliding(te)
-        prob["torch"][te_idx] = per_record(torch_scores(model, x_te), owner, len(te))
-        calib = fold_calibration(tr, cfg.calibration_windows, seed, f)
-        with tempfile.TemporaryDirectory() as tmp:
-            fp32 = Path(tmp) / "fold.fp32.onnx"
-            export_fp32(model, fp32, x_te)
-
-            def score(path: Path, x=x_te, owner=owner, te_idx=te_idx) -> float:
-                p = per_record(onnx_scores(path, x), owner, len(te_idx))
-                method = path.stem.split(".")[0]
-                prob[method][te_idx] = p
-                return macro_f1(labels[te_idx], p.argmax(1), len(CLASSES), SCORED)
-
-            choose_calibration(fp32, Path(tmp) / "fold.int8.onnx", calib, score)
+        for k, p in out.items():
+            prob[k][te_idx] = p
         fold_f1 = macro_f1(labels[te_idx], prob["torch"][te_idx].argmax(1), len(CLASSES), SCORED)
-        log(f"fold {f + 1}/{cfg.folds}: {len(tr)} train / {len(te)} held-out records, "
+        log(f"fold {f + 1}/{cfg.folds}: {n - len(te_idx)} train / {len(te_idx)} held-out records, "
             f"CinC F1 {fold_f1:.3f} ({time.time() - t0:.0f} s)")  # fmt: skip
     pred = {k: v.argmax(1) for k, v in prob.items()}
     fp32 = summary(labels, pred["torch"], seed=seed)
@@ -682,12 +783,12 @@ def train(opts: TrainOptions) -> ModelCard:
     records = load_records(Path(opts.data) / DATASET, cfg.strip)
     print(f"{NAME}: {len(records)} records from {Path(opts.data) / DATASET} ({time.time() - t0:.0f} s)")
     pretext = load_pretext(Path(opts.data), cfg) if cfg.pretrain_epochs else None
-    cv = cross_validate(cfg, records, opts.seed, opts.progress, pretext=pretext)
+    cv = cross_validate(cfg, records, opts.seed, opts.progress, pretext=pretext, workers=opts.workers)
     fp, q = cv["fp32"], cv["int8"]
     print(f"{NAME}: {cfg.folds}-fold CinC F1 FP32 {fp['cinc_f1']:.3f} {fp['cinc_f1_ci95']}, "
           f"INT8 ({cv['calibration']['chosen']}) {q['cinc_f1']:.3f} {q['cinc_f1_ci95']}")  # fmt: skip
     t1 = time.time()
-    model = fit_model(cfg, records, opts.seed, opts.progress, "final model", pretext)
+    model = fit_model(cfg, records, opts.seed, opts.progress, "final model", pretext, workers=opts.workers)
     oof = cv.pop("_oof")
     zoo = Path(opts.zoo)
     zoo.mkdir(parents=True, exist_ok=True)

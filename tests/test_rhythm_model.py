@@ -203,3 +203,70 @@ def test_fold_calibration_windows_come_from_training_records():
     assert a["ecg"].shape == (8, 1, StripParams().window) and len(a["rr"]) == 8
     assert np.array_equal(a["ecg"], b["ecg"])
     assert not np.array_equal(a["ecg"], rhythm.fold_calibration(recs[:3], 8, seed=0, fold=2)["ecg"])
+
+
+def test_distillation_loss_is_the_tempered_kl_divergence():
+    torch = pytest.importorskip("torch", reason="training needs the train extra (torch)")
+    import dataclasses
+
+    from scipy.special import log_softmax
+
+    from vigil.models import rhythm
+
+    cfg = dataclasses.replace(rhythm.Config(), distill_temperature=3.0)
+    rng = np.random.default_rng(0)
+    student = rng.normal(size=(6, 4)).astype(np.float32)
+    teacher = log_softmax(rng.normal(size=(6, 4)), axis=1).astype(np.float32)
+    p, logq = np.exp(log_softmax(teacher / 3, axis=1)), log_softmax(student / 3, axis=1)
+    want = 9 * np.mean(np.sum(p * (np.log(p) - logq), axis=1))
+    got = float(rhythm._distillation_loss(torch.from_numpy(student), teacher, cfg))
+    assert got == pytest.approx(want, rel=1e-5) and got > 0
+    same = float(rhythm._distillation_loss(torch.from_numpy(teacher), teacher, cfg))
+    assert same == pytest.approx(0, abs=1e-6)
+
+
+def test_a_distilled_student_learns_from_teachers_trained_on_its_own_records():
+    """fit_model with ``teachers`` trains them on the same records (seeds seed + t) unless given; the
+    ensemble target is their mean log-probability, and the distillation term changes the student."""
+    torch = pytest.importorskip("torch", reason="training needs the train extra (torch)")
+    import dataclasses
+
+    from scipy.special import log_softmax
+
+    from vigil.models import rhythm
+
+    base = dataclasses.replace(rhythm.Config(), epochs=1, qat_epochs=0, crops_per_10s=0.5)
+    cfg = dataclasses.replace(base, teachers=(0, 5), distill_weight=5.0)
+    recs = rhythm.load_records(DATA, cfg.strip)[:4]
+    teachers = rhythm.fit_teachers(cfg, recs, 3, False, "t")
+    alone = rhythm.fit_model(base, recs, 3 + 5, False, "teacher 5").state_dict()
+    assert all(torch.equal(alone[k], teachers[1].state_dict()[k]) for k in alone)
+    x, _, _ = rhythm.sliding(recs)
+    mean = np.mean([log_softmax(rhythm.torch_scores(t, x), axis=1) for t in teachers], axis=0)
+    assert np.allclose(rhythm.teacher_log_probs(teachers, x), mean, atol=1e-6)
+    given = rhythm.fit_model(cfg, recs, 3, False, "given", teachers=teachers).state_dict()
+    trained = rhythm.fit_model(cfg, recs, 3, False, "trained").state_dict()
+    assert all(torch.equal(given[k], trained[k]) for k in given)
+    plain = rhythm.fit_model(base, recs, 3, False, "plain").state_dict()
+    assert not all(torch.equal(given[k], plain[k]) for k in given)
+
+
+def test_folds_and_teachers_trained_side_by_side_give_the_same_networks():
+    torch = pytest.importorskip("torch", reason="training needs the train extra (torch)")
+    import dataclasses
+
+    from vigil.models import rhythm
+
+    cfg = dataclasses.replace(
+        rhythm.Config(), epochs=1, qat_epochs=0, crops_per_10s=0.5, folds=2, calibration_windows=16
+    )
+    recs = rhythm.load_records(DATA, cfg.strip)[:8]
+    quiet = dict(progress=False, log=lambda *_: None)
+    one = rhythm.cross_validate(cfg, recs, 0, workers=1, **quiet)["_oof"]
+    two = rhythm.cross_validate(cfg, recs, 0, workers=2, **quiet)["_oof"]
+    assert one["fp32"] == two["fp32"] and one["int8"] == two["int8"]
+    tcfg = dataclasses.replace(cfg, teachers=(0, 1))
+    a = rhythm.fit_teachers(tcfg, recs, 3, False, "a", workers=1)
+    b = rhythm.fit_teachers(tcfg, recs, 3, False, "b", workers=2)
+    for x, y in zip(a, b, strict=True):
+        assert all(torch.equal(x.state_dict()[k], y.state_dict()[k]) for k in x.state_dict())
