@@ -85,7 +85,8 @@ def load_teachers(setup: Setup, index: int) -> list:
     nets = []
     for t in setup.teachers:
         net = rhythm.for_inference(rhythm.build(cfg), cfg)
-        net.load_state_dict(torch.load(setup.teacher_path(index, t), map_location="cpu")["state_dict"])
+        saved = torch.load(setup.teacher_path(index, t), map_location="cpu", weights_only=False)
+        net.load_state_dict(saved["state_dict"])
         nets.append(net.eval())
     return nets
 

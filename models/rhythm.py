@@ -429,10 +429,11 @@ def fit_teachers(
     the same ``records`` with seeds ``seed + t`` for ``t`` in ``cfg.teachers`` (``workers`` at a time,
     each in its own process: the same weights as one after the other)."""
     tcfg = dataclasses.replace(cfg, teachers=())
-    jobs = [(tcfg, records, seed + t, progress and workers == 1, f"{label} teacher {t}", pretext)
+    bar = progress and workers == 1
+    jobs = [(_fitted_state, tcfg, records, seed + t, bar, f"{label} teacher {t}", pretext)
             for t in cfg.teachers]  # fmt: skip
     nets = []
-    for state in _map(_fitted_state, jobs, workers):
+    for state in _map(jobs, workers):
         nets.append(for_inference(build(tcfg), tcfg))
         nets[-1].load_state_dict(state)
     return [net.eval() for net in nets]
@@ -443,17 +444,17 @@ def _fitted_state(*args) -> dict:
     return fit_model(*args).state_dict()
 
 
-def _map(fn: Callable, jobs: Sequence[tuple], workers: int) -> list:
-    """``[fn(*job) for job in jobs]``, in ``workers`` processes when more than one (spawned, not forked:
-    a fork of a process whose torch thread pools have run can hang)."""
+def _map(jobs: Sequence[tuple], workers: int) -> list:
+    """``[fn(*args) for fn, *args in jobs]``, in ``workers`` processes when more than one (spawned, not
+    forked: a fork of a process whose torch thread pools have run can hang)."""
     if workers <= 1 or len(jobs) <= 1:
-        return [fn(*job) for job in jobs]
+        return [fn(*args) for fn, *args in jobs]
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
     spawn = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=spawn) as pool:
-        return list(pool.map(fn, *zip(*jobs, strict=True)))
+        return [f.result() for f in [pool.submit(*job) for job in jobs]]
 
 
 @dataclass
@@ -712,10 +713,13 @@ def cross_validate(
     log=print,
     pretext: Pretext | None = None,
     workers: int = 1,
+    final: bool = False,
 ) -> dict:
     """Stratified k-fold over records: out-of-fold FP32 (torch and ONNX) and INT8 (every calibration
     method) record predictions; metrics, and the calibration method that scored best. ``workers`` fold
-    networks train side by side, each in its own process (the same weights as one after the other)."""
+    networks train side by side, each in its own process (the same weights as one after the other);
+    with ``final``, the network on all ``records`` (seed ``seed``) trains among them, its weights
+    returned under ``"_final"``."""
     from vigil.export.quantize import METHODS
 
     labels = np.array([r.label for r in records])
@@ -724,8 +728,12 @@ def cross_validate(
     prob = {"torch": np.zeros((n, len(CLASSES)))}
     prob.update({m: np.zeros((n, len(CLASSES))) for m in METHODS})
     t0 = time.time()
-    jobs = [(cfg, records, fold, f, seed, progress and workers == 1, pretext) for f in range(cfg.folds)]
-    for f, out in enumerate(_map(_fold_probabilities, jobs, workers)):
+    bar = progress and workers == 1
+    jobs = [(_fold_probabilities, cfg, records, fold, f, seed, bar, pretext) for f in range(cfg.folds)]
+    if final:
+        jobs.append((_fitted_state, cfg, records, seed, bar, "final model", pretext))
+    done = _map(jobs, workers)
+    for f, out in enumerate(done[: cfg.folds]):
         te_idx = np.flatnonzero(fold == f)
         for k, p in out.items():
             prob[k][te_idx] = p
@@ -747,6 +755,7 @@ def cross_validate(
         "af_alarm": {"se": fp32["classes"]["A"]["se"], "ppv": fp32["classes"]["A"]["ppv"],
                      "int8_se": int8["classes"]["A"]["se"], "int8_ppv": int8["classes"]["A"]["ppv"]},
         "seconds": round(time.time() - t0, 1),
+        **({"_final": done[-1]} if final else {}),
         "_oof": {"records": [r.name for r in records], "labels": labels.tolist(),
                  "fp32": prob["torch"].round(5).tolist(), "int8": prob[best].round(5).tolist()},
     }  # fmt: skip
@@ -783,12 +792,19 @@ def train(opts: TrainOptions) -> ModelCard:
     records = load_records(Path(opts.data) / DATASET, cfg.strip)
     print(f"{NAME}: {len(records)} records from {Path(opts.data) / DATASET} ({time.time() - t0:.0f} s)")
     pretext = load_pretext(Path(opts.data), cfg) if cfg.pretrain_epochs else None
-    cv = cross_validate(cfg, records, opts.seed, opts.progress, pretext=pretext, workers=opts.workers)
+    parallel = opts.workers > 1  # then the final network trains in the pool of the fold networks
+    cv = cross_validate(cfg, records, opts.seed, opts.progress, pretext=pretext, workers=opts.workers,
+                        final=parallel)  # fmt: skip
     fp, q = cv["fp32"], cv["int8"]
     print(f"{NAME}: {cfg.folds}-fold CinC F1 FP32 {fp['cinc_f1']:.3f} {fp['cinc_f1_ci95']}, "
           f"INT8 ({cv['calibration']['chosen']}) {q['cinc_f1']:.3f} {q['cinc_f1_ci95']}")  # fmt: skip
     t1 = time.time()
-    model = fit_model(cfg, records, opts.seed, opts.progress, "final model", pretext, workers=opts.workers)
+    if parallel:
+        model = for_inference(build(cfg), cfg)
+        model.load_state_dict(cv.pop("_final"))
+        model.eval()
+    else:
+        model = fit_model(cfg, records, opts.seed, opts.progress, "final model", pretext)
     oof = cv.pop("_oof")
     zoo = Path(opts.zoo)
     zoo.mkdir(parents=True, exist_ok=True)

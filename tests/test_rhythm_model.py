@@ -263,8 +263,10 @@ def test_folds_and_teachers_trained_side_by_side_give_the_same_networks():
     recs = rhythm.load_records(DATA, cfg.strip)[:8]
     quiet = dict(progress=False, log=lambda *_: None)
     one = rhythm.cross_validate(cfg, recs, 0, workers=1, **quiet)["_oof"]
-    two = rhythm.cross_validate(cfg, recs, 0, workers=2, **quiet)["_oof"]
-    assert one["fp32"] == two["fp32"] and one["int8"] == two["int8"]
+    two = rhythm.cross_validate(cfg, recs, 0, workers=2, final=True, **quiet)
+    assert one["fp32"] == two["_oof"]["fp32"] and one["int8"] == two["_oof"]["int8"]
+    final = rhythm.fit_model(cfg, recs, 0, False, "final").state_dict()  # what train() runs with 1 worker
+    assert all(torch.equal(final[k], two["_final"][k]) for k in final)
     tcfg = dataclasses.replace(cfg, teachers=(0, 1))
     a = rhythm.fit_teachers(tcfg, recs, 3, False, "a", workers=1)
     b = rhythm.fit_teachers(tcfg, recs, 3, False, "b", workers=2)
