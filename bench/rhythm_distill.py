@@ -44,7 +44,8 @@ class Setup:
     cache: Path
 
     def config(self) -> rhythm.Config:
-        cfg = rhythm.Config()
+        """The teachers' recipe: the shipped one without distillation."""
+        cfg = dataclasses.replace(rhythm.Config(), teachers=())
         return dataclasses.replace(cfg, pretrain_epochs=self.pretrain_epochs, pretext_leads=self.leads)
 
     def fold(self, index: int) -> tuple[list, list, np.ndarray]:
@@ -111,7 +112,10 @@ def f1(labels: np.ndarray, p: np.ndarray) -> float:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--pretrain-epochs", type=int, default=10, help="MIT-BIH pretraining of every network")
-    p.add_argument("--leads", type=int, nargs="+", default=[0], help="MIT-BIH leads the pretraining reads")
+    leads = list(rhythm.Config().pretext_leads)
+    p.add_argument(
+        "--leads", type=int, nargs="+", default=leads, help=f"MIT-BIH leads pretraining reads ({leads})"
+    )
     p.add_argument("--teachers", type=int, nargs="+", default=[0, 10, 20], help="teacher seed offsets")
     p.add_argument("--students", nargs="*", default=["1:2"], help="WEIGHT:TEMPERATURE per student recipe")
     p.add_argument("--student-seeds", type=int, nargs="+", default=[0], help="student seed offsets")

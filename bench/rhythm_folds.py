@@ -45,7 +45,8 @@ def fold_network(data: Path, out: Path, half: int, seed: int, pretrain_epochs: i
     cfg = dataclasses.replace(rhythm.Config(), pretrain_epochs=pretrain_epochs)
     records = rhythm.load_records(data / rhythm.DATASET, cfg.strip)
     left_out = HALVES[half]
-    pretext = pretext_windows(data / "mitdb", tuple(n for n in DS1 if n not in left_out), cfg.strip)
+    kept = tuple(n for n in DS1 if n not in left_out)
+    pretext = pretext_windows(data / "mitdb", kept, cfg.strip, leads=cfg.pretext_leads)
     model = rhythm.fit_model(cfg, records, seed, False, f"half {half + 1}", pretext)
     method = shipped.metrics["calibration"]["chosen"]
     served = [n for n in left_out if (data / "mitdb" / f"{n}.hea").is_file()]

@@ -62,13 +62,14 @@ def fold_run(
     """Held-out record indices and ``{variant: {"torch" | method: record probabilities}}``."""
     import torch
 
-    cfg = dataclasses.replace(rhythm.Config(), pretrain_epochs=pretrain_epochs)
+    cfg = dataclasses.replace(rhythm.Config(), pretrain_epochs=pretrain_epochs, teachers=())
     records = rhythm.load_records(data / rhythm.DATASET, cfg.strip)
     fold = rhythm.stratified_folds(np.array([r.label for r in records]), cfg.folds, seed)
     train = [r for r, g in zip(records, fold, strict=True) if g != fold_index]
     test = np.flatnonzero(fold == fold_index)
     pretext = rhythm.load_pretext(data, cfg) if pretrain_epochs else None
-    path = cache / f"seed{seed}-pretrain{pretrain_epochs}-fold{fold_index}.pt"
+    leads = "".join(map(str, cfg.pretext_leads))
+    path = cache / f"seed{seed}-pretrain{pretrain_epochs}-leads{leads}-fold{fold_index}.pt"
     base = float_fit(cfg, train, seed + 1 + fold_index, pretext, path)
     x, owner, _ = rhythm.sliding([records[i] for i in test])
     out = {}

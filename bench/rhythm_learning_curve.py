@@ -4,7 +4,8 @@ cross-validation (same split, recipe and seeds as ``vigil train ecg-rhythm``) re
 network trained on a stratified fraction of its 800 training records (nested subsets: the quarter lies
 inside the half), always scored on the same held-out fold. Smaller sets get proportionally more epochs,
 so every network takes the same number of optimizer steps. The MIT-BIH pretraining
-(:mod:`vigil.models.rhythm_pretext`) is the recipe's at every size; ``--pretrain-epochs 0`` leaves it out.
+(:mod:`vigil.models.rhythm_pretext`) and the distillation of three teachers (``Config.teachers``, four
+networks per fold) are the recipe's at every size; ``--pretrain-epochs 0`` leaves the pretraining out.
 
 It prints the pooled out-of-fold CinC F1 per training-set size and the log-linear trend
 ``F1 = a + b log2(records)`` through them, with the number of records at which the trend reaches the

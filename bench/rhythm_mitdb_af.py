@@ -42,10 +42,10 @@ AF = ("AFIB", "AFL")
 
 def train_network(data: Path, cache: Path, pretrain_epochs: int, seed: int) -> Path:
     """``cache/pretrain<E>-seed<S>/ecg-rhythm.int8.onnx``, trained on every CinC record unless there."""
-    out = cache / f"pretrain{pretrain_epochs}-seed{seed}"
+    cfg = dataclasses.replace(rhythm.Config(), pretrain_epochs=pretrain_epochs, teachers=())
+    out = cache / f"pretrain{pretrain_epochs}-leads{''.join(map(str, cfg.pretext_leads))}-seed{seed}"
     if (out / f"{rhythm.NAME}.int8.onnx").is_file():
         return out
-    cfg = dataclasses.replace(rhythm.Config(), pretrain_epochs=pretrain_epochs)
     records = rhythm.load_records(data / rhythm.DATASET, cfg.strip)
     pretext = rhythm.load_pretext(data, cfg) if pretrain_epochs else None
     model = rhythm.fit_model(cfg, records, seed, False, "", pretext)

@@ -16,7 +16,6 @@ side by side, one core each.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -34,7 +33,7 @@ def fold_logits(
     data: Path, fold_index: int, pretrain_epochs: int, seed: int, leads: tuple[int, ...] = (0,)
 ) -> tuple[np.ndarray, np.ndarray]:
     """Mean window logits of the held-out fold's records and their indices."""
-    cfg = dataclasses.replace(rhythm.Config(), pretrain_epochs=pretrain_epochs, pretext_leads=leads)
+    cfg = rhythm.Config(pretrain_epochs=pretrain_epochs, pretext_leads=leads, teachers=())
     records = rhythm.load_records(data / rhythm.DATASET, cfg.strip)
     fold = rhythm.stratified_folds(np.array([r.label for r in records]), cfg.folds, 0)
     train = [r for r, g in zip(records, fold, strict=True) if g != fold_index]
@@ -50,7 +49,10 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--pretrain-epochs", type=int, nargs="+", default=[0, 10], help="one arm per value")
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds (the split stays)")
-    p.add_argument("--leads", type=int, nargs="+", default=[0], help="MIT-BIH leads the pretraining reads")
+    leads = list(rhythm.Config().pretext_leads)
+    p.add_argument(
+        "--leads", type=int, nargs="+", default=leads, help=f"MIT-BIH leads pretraining reads ({leads})"
+    )
     p.add_argument("--workers", type=int, default=1, help="networks trained side by side, one core each")
     p.add_argument("--data", help="root holding cinc2017_af/ and mitdb/ ($VIGIL_DATA or ../shared/data)")
     a = p.parse_args(argv)

@@ -203,7 +203,8 @@ def test_no_af_alarm_on_208(run_208):
 
 def test_rhythm_network_spares_208_the_false_af_alarm(data_dir, tmp_path):
     """The COSEn screen calls 208's frequent PVCs AF (the xfail above); the rhythm network, trained on
-    CinC 2017 and never on MIT-BIH, does not."""
+    CinC 2017 rhythm labels (its pretraining reads MIT-BIH DS1 beat labels, 208's among them, never a
+    rhythm label), does not."""
     out = tmp_path / "208.json"
     with contextlib.redirect_stdout(io.StringIO()):
         rc = ae.main(["--data", str(data_dir), "--records", "208", "--networks", "zoo", "--tasks",

@@ -33,6 +33,13 @@ def card():
     return load_card(DEFAULT_MODEL)
 
 
+def _tiny():
+    """A recipe small enough for a test: one epoch, no pretraining, no distillation."""
+    from vigil.models import rhythm
+
+    return rhythm.Config(epochs=1, qat_epochs=0, crops_per_10s=0.5, pretrain_epochs=0, teachers=())
+
+
 def _strip(name: str) -> tuple[np.ndarray, float]:
     rec = read_wfdb(DATA / name, channels=[0], annotator=None)
     return rec.signal[:, 0], rec.fs
@@ -166,7 +173,7 @@ def test_training_is_seeded():
 
     from vigil.models import rhythm
 
-    cfg = dataclasses.replace(rhythm.Config(), epochs=1, crops_per_10s=0.5, pretrain_epochs=1)
+    cfg = dataclasses.replace(rhythm.Config(), epochs=1, crops_per_10s=0.5, pretrain_epochs=1, teachers=())
     recs = rhythm.load_records(DATA, cfg.strip)[:4]
     from vigil.models.rhythm_pretext import pretext_windows
 
@@ -186,7 +193,7 @@ def test_int8_aware_epochs_continue_the_float_fit_exactly():
 
     from vigil.models import rhythm
 
-    cfg = dataclasses.replace(rhythm.Config(), epochs=1, qat_epochs=1, crops_per_10s=0.5)
+    cfg = dataclasses.replace(_tiny(), qat_epochs=1)
     recs = rhythm.load_records(DATA, cfg.strip)[:4]
     whole = rhythm.fit_model(cfg, recs, 3, False, "whole").state_dict()
     fit = rhythm.fit_float(cfg, recs, 3, False, "float")
@@ -235,7 +242,7 @@ def test_a_distilled_student_learns_from_teachers_trained_on_its_own_records():
 
     from vigil.models import rhythm
 
-    base = dataclasses.replace(rhythm.Config(), epochs=1, qat_epochs=0, crops_per_10s=0.5)
+    base = _tiny()
     cfg = dataclasses.replace(base, teachers=(0, 5), distill_weight=5.0)
     recs = rhythm.load_records(DATA, cfg.strip)[:4]
     teachers = rhythm.fit_teachers(cfg, recs, 3, False, "t")
@@ -257,9 +264,7 @@ def test_folds_and_teachers_trained_side_by_side_give_the_same_networks():
 
     from vigil.models import rhythm
 
-    cfg = dataclasses.replace(
-        rhythm.Config(), epochs=1, qat_epochs=0, crops_per_10s=0.5, folds=2, calibration_windows=16
-    )
+    cfg = dataclasses.replace(_tiny(), folds=2, calibration_windows=16)
     recs = rhythm.load_records(DATA, cfg.strip)[:8]
     quiet = dict(progress=False, log=lambda *_: None)
     one = rhythm.cross_validate(cfg, recs, 0, workers=1, **quiet)["_oof"]
