@@ -7,8 +7,9 @@ MIT-BIH DS1 windows, prepared exactly as CinC strips are ("rhythm-strip/1": lead
 100 Hz, band-passed, normalised, with the same RR features), and a linear head on its GRU outputs
 names, at each of the 32 time steps (0.32 s), the AAMI class of the reference beat that falls in the
 step (N, S, V, F, Q) or "no beat". The head is then dropped and every weight goes on to the CinC
-training. Lead 0 (MLII, the closest to the hand-held lead I) is read by default; ``leads`` adds the
-second lead (mostly V1) as more windows with the same labels. Only DS1 records are read (the records
+training. ``leads`` chooses the MIT-BIH leads read: lead 0 (MLII, the closest to the hand-held lead I)
+alone, or with the second lead (mostly V1) as more windows with the same labels, as the shipped recipe
+does (``Config.pretext_leads``). Only DS1 records are read (the records
 ``ecg-beats`` trains on): record 100 and DS2 stay unseen.
 """
 
