@@ -479,11 +479,10 @@ def fit_float(
     label: str,
     pretext: Pretext | None = None,
     teachers: Sequence | None = None,
-    workers: int = 1,
 ) -> Fitting:
     """``pretrain_epochs`` on the MIT-BIH beat task (``pretext``, :func:`load_pretext`), then ``epochs``
     in float on ``records``; with ``cfg.teachers``, distilled from ``teachers`` (inference networks
-    trained on the same ``records``; :func:`fit_teachers`, ``workers`` at a time, when None)."""
+    trained on the same ``records``; :func:`fit_teachers` when None)."""
     import torch
 
     from vigil.models.rhythm_pretext import pretrain
@@ -493,7 +492,7 @@ def fit_float(
         raise ValueError(f"pretrain_epochs={cfg.pretrain_epochs} needs the MIT-BIH windows (load_pretext)")
     torch.set_num_threads(1)
     if cfg.teachers and teachers is None:
-        teachers = fit_teachers(cfg, records, seed, progress, label, pretext, workers)
+        teachers = fit_teachers(cfg, records, seed, progress, label, pretext)
     rng = seed_everything(seed)
     model = build(cfg)
     inputs, y = bag_crops(records, cfg.crops_per_10s, cfg.bag, rng)
@@ -527,11 +526,10 @@ def fit_model(
     label: str,
     pretext: Pretext | None = None,
     teachers: Sequence | None = None,
-    workers: int = 1,
 ):
     """A network trained on ``records``: :func:`fit_float`, then :func:`fit_int8_aware` (fixed epochs;
     see the module doc). Returned for inference: wrapped by :func:`for_inference`."""
-    fit = fit_float(cfg, records, seed, progress, label, pretext, teachers, workers)
+    fit = fit_float(cfg, records, seed, progress, label, pretext, teachers)
     return fit_int8_aware(fit, cfg, progress, label)
 
 
