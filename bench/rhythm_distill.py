@@ -45,8 +45,7 @@ class Setup:
 
     def config(self) -> rhythm.Config:
         """The teachers' recipe: the shipped one without distillation."""
-        cfg = dataclasses.replace(rhythm.Config(), teachers=())
-        return dataclasses.replace(cfg, pretrain_epochs=self.pretrain_epochs, pretext_leads=self.leads)
+        return rhythm.Config(pretrain_epochs=self.pretrain_epochs, pretext_leads=self.leads, teachers=())
 
     def fold(self, index: int) -> tuple[list, list, np.ndarray]:
         """The fold's training records, held-out records and held-out indices."""
@@ -82,14 +81,10 @@ def teacher(setup: Setup, index: int, t: int) -> tuple[np.ndarray, np.ndarray]:
 def load_teachers(setup: Setup, index: int) -> list:
     import torch
 
-    cfg = setup.config()
-    nets = []
-    for t in setup.teachers:
-        net = rhythm.for_inference(rhythm.build(cfg), cfg)
-        saved = torch.load(setup.teacher_path(index, t), map_location="cpu", weights_only=False)
-        net.load_state_dict(saved["state_dict"])
-        nets.append(net.eval())
-    return nets
+    def state(t: int) -> dict:
+        return torch.load(setup.teacher_path(index, t), map_location="cpu", weights_only=False)["state_dict"]
+
+    return [rhythm.inference_network(setup.config(), state(t)) for t in setup.teachers]
 
 
 def student(

@@ -433,11 +433,14 @@ def fit_teachers(
     bar = progress and workers == 1
     jobs = [(_fitted_state, tcfg, records, seed + t, bar, f"{label} teacher {t}", pretext)
             for t in cfg.teachers]  # fmt: skip
-    nets = []
-    for state in _map(jobs, workers):
-        nets.append(for_inference(build(tcfg), tcfg))
-        nets[-1].load_state_dict(state)
-    return [net.eval() for net in nets]
+    return [inference_network(tcfg, state) for state in _map(jobs, workers)]
+
+
+def inference_network(cfg: Config, state: dict):
+    """The network of ``cfg`` for inference (:func:`for_inference`, eval mode) with weights ``state``."""
+    net = for_inference(build(cfg), cfg)
+    net.load_state_dict(state)
+    return net.eval()
 
 
 def _fitted_state(*args) -> dict:
@@ -799,9 +802,7 @@ def train(opts: TrainOptions) -> ModelCard:
           f"INT8 ({cv['calibration']['chosen']}) {q['cinc_f1']:.3f} {q['cinc_f1_ci95']}")  # fmt: skip
     t1 = time.time()
     if parallel:
-        model = for_inference(build(cfg), cfg)
-        model.load_state_dict(cv.pop("_final"))
-        model.eval()
+        model = inference_network(cfg, cv.pop("_final"))
     else:
         model = fit_model(cfg, records, opts.seed, opts.progress, "final model", pretext)
     oof = cv.pop("_oof")
@@ -833,9 +834,7 @@ def _load_checkpoint(zoo: Path):
         raise FileNotFoundError(f"{path}: no trained weights; run vigil train {NAME} first")
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
     cfg = config_from_dict(ckpt["config"])
-    model = for_inference(build(cfg), cfg)
-    model.load_state_dict(ckpt["state_dict"])
-    return ckpt, cfg, model.eval()
+    return ckpt, cfg, inference_network(cfg, ckpt["state_dict"])
 
 
 def vendored_metrics(artifacts: dict[str, Path], folder: Path, params: StripParams) -> dict:
